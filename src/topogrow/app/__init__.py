@@ -1,0 +1,1 @@
+"""The application: tasks and data, experiment runners, reports and plots, the CLI."""

@@ -1,0 +1,154 @@
+"""Run a growth strategy on a task, or every strategy over several seeds, side by side."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from topogrow.app.tasks import Task, make_task
+from topogrow.growth import STRATEGIES, GrowthConfig, GrowthHistory, Grower
+from topogrow.nn import ResidualMLP
+
+DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "scratch")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The initial network: a ResidualMLP of this width and depth."""
+
+    width: int = 32
+    initial_depth: int = 1
+    activation: str = "silu-tanh"
+
+
+@dataclass
+class RunResult:
+    """One strategy on one seed: the metric, the architecture it ended with, its history."""
+
+    strategy: str
+    seed: int
+    metric: float
+    final_depth: int
+    n_parameters: int
+    wall_time: float
+    total_epochs: int
+    spec: dict[str, Any]
+    history: GrowthHistory
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "history"}
+        out["history"] = self.history.to_dict()
+        return out
+
+
+def run(task: Task, growth: GrowthConfig, model: ModelConfig, initial_depth: int | None = None,
+        progress: bool = False) -> tuple[RunResult, ResidualMLP]:
+    """Build the initial network (seeded), grow and train it, score it on the test set."""
+    torch.manual_seed(growth.seed)
+    depth = model.initial_depth if initial_depth is None else initial_depth
+    network = ResidualMLP(task.in_features, model.width, depth, task.out_features, model.activation)
+    start = time.perf_counter()
+    grower = Grower(network, task.loss, growth)
+    history = grower.fit((task.X_train, task.y_train), (task.X_val, task.y_val), progress=progress)
+    wall = time.perf_counter() - start
+    result = RunResult(
+        strategy=growth.strategy, seed=growth.seed, metric=task.score(grower.model),
+        final_depth=grower.model.depth, n_parameters=grower.model.n_parameters(), wall_time=wall,
+        total_epochs=history.total_epochs, spec=grower.model.spec(), history=history,
+    )
+    return result, grower.model
+
+
+@dataclass
+class Comparison:
+    """Every strategy over every seed on one task."""
+
+    task: str
+    metric_name: str
+    growth: GrowthConfig
+    model: ModelConfig
+    results: list[RunResult] = field(default_factory=list)
+
+    def by_strategy(self) -> dict[str, list[RunResult]]:
+        groups: dict[str, list[RunResult]] = {}
+        for result in self.results:
+            groups.setdefault(result.strategy, []).append(result)
+        return groups
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per strategy: metric mean and std, mean final depth, parameters, wall time."""
+        rows = []
+        for strategy, results in self.by_strategy().items():
+            metrics = [r.metric for r in results]
+            rows.append({
+                "strategy": strategy,
+                "metric_mean": statistics.fmean(metrics),
+                "metric_std": statistics.stdev(metrics) if len(metrics) > 1 else 0.0,
+                "final_depth": statistics.fmean(r.final_depth for r in results),
+                "n_parameters": statistics.fmean(r.n_parameters for r in results),
+                "wall_time": statistics.fmean(r.wall_time for r in results),
+                "epochs": statistics.fmean(r.total_epochs for r in results),
+                "seeds": len(results),
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "metric": self.metric_name, "growth": self.growth.to_dict(),
+            "model": self.model.__dict__, "summary": self.rows(),
+            "runs": [r.to_dict() for r in self.results],
+        }
+
+
+def compare(
+    task_name: str,
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
+    seeds: int = 3,
+    growth: GrowthConfig | None = None,
+    model: ModelConfig | None = None,
+    data_dir: str | None = None,
+    n_train: int | None = None,
+    progress: bool = True,
+) -> Comparison:
+    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network).
+
+    ``scratch`` trains the final architecture of that seed's ``td`` run from scratch
+    for the same total number of epochs, so ``td`` must be among the strategies.
+    """
+    growth = growth or GrowthConfig()
+    model = model or ModelConfig()
+    for name in strategies:
+        GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
+    if "scratch" in strategies and "td" not in strategies:
+        raise ValueError("strategy 'scratch' trains the final architecture of the 'td' run: add 'td'")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    order = sorted(strategies, key=lambda s: (s == "scratch", s != "td"))  # td first, scratch last
+    comparison = Comparison(task_name, "", growth, model)
+    bar = tqdm(total=seeds * len(order), desc=f"compare {task_name}", unit="run", disable=not progress)
+    for seed in range(growth.seed, growth.seed + seeds):
+        task = make_task(task_name, seed=seed, data_dir=data_dir, n_train=n_train)
+        comparison.metric_name = task.metric_name
+        td_result = None
+        for name in order:
+            config = growth.replace(strategy=name, seed=seed)
+            depth = None
+            if name == "scratch":
+                config = config.replace(final_epochs=td_result.total_epochs)
+                depth = td_result.final_depth
+            bar.set_postfix(seed=seed, strategy=name)
+            result, _ = run(task, config, model, initial_depth=depth)
+            if name == "td":
+                td_result = result
+            comparison.results.append(result)
+            bar.update(1)
+    bar.close()
+    return comparison
+
+
+assert set(DEFAULT_STRATEGIES) <= set(STRATEGIES)

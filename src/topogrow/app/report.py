@@ -1,0 +1,111 @@
+"""Tables, JSON files and plots of growth runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from topogrow.app.experiment import Comparison, RunResult
+
+
+def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write JSON to a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=1, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def comparison_table(comparison: Comparison) -> str:
+    """A Markdown table: metric mean +- std, final depth, parameters, epochs, wall time."""
+    metric = comparison.metric_name
+    lines = [
+        f"| strategy | {metric} (mean ± std) | final depth | parameters | epochs | wall time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = comparison.rows()
+    higher_better = "accuracy" in metric
+    best = (max if higher_better else min)(r["metric_mean"] for r in rows)
+    for r in rows:
+        mark = " **best**" if r["metric_mean"] == best else ""
+        lines.append(
+            f"| {r['strategy']} | {r['metric_mean']:.4f} ± {r['metric_std']:.4f}{mark} | "
+            f"{r['final_depth']:.1f} | {r['n_parameters']:.0f} | {r['epochs']:.0f} | {r['wall_time']:.1f} |"
+        )
+    seeds = rows[0]["seeds"] if rows else 0
+    lines.append(f"\n{comparison.task}: {seeds} seeds; each seed has its own split and initial network.")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(handle)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Path:
+    """Left: validation loss per epoch with insertion markers; right: mu_l per location
+    at each insertion of the first run that computed the topological derivative."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, spectrum) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, result in enumerate(results):
+        color = f"C{index % 10}"
+        epochs = [e.epoch for e in result.history.epochs]
+        curves.plot(epochs, [e.val_loss for e in result.history.epochs], color=color, label=result.strategy)
+        marks = result.history.insertions
+        curves.scatter([s.epoch for s in marks], [s.val_loss for s in marks], color=color, marker="v", s=30)
+    curves.set_yscale("log")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation loss")
+    curves.set_title("validation loss (▼ = insertion)")
+    curves.legend(fontsize=8)
+
+    with_td = next((r for r in results if any(s.eigenvalues for s in r.history.stages)), None)
+    if with_td is not None:
+        stages = [s for s in with_td.history.stages if s.eigenvalues]
+        cmap = plt.get_cmap("viridis")
+        for i, s in enumerate(stages):
+            color = cmap(i / max(len(stages) - 1, 1))
+            spectrum.plot(range(len(s.eigenvalues)), s.eigenvalues, marker="o", color=color,
+                          label=f"epoch {s.epoch}, depth {s.depth}")
+            if s.location is not None:
+                spectrum.scatter([s.location], [s.eigenvalues[s.location]], s=120,
+                                 facecolors="none", edgecolors="red")
+        spectrum.set_xlabel("location l (state after which the layer goes)")
+        spectrum.set_ylabel("leading eigenvalue μ_l")
+        spectrum.set_title(f"topological derivative ({with_td.strategy}; ○ = chosen)")
+        spectrum.legend(fontsize=7)
+    else:
+        spectrum.axis("off")
+    if title:
+        fig.suptitle(title)
+    path = _save(fig, Path(path))
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
+    """The runs of the first seed of a comparison (see :func:`plot_runs`)."""
+    first_seed = min(r.seed for r in comparison.results)
+    results = [r for r in comparison.results if r.seed == first_seed]
+    return plot_runs(results, path, title=f"{comparison.task}, seed {first_seed}")

@@ -1,0 +1,23 @@
+"""The functional core: the paper's mathematics as pure functions on tensors.
+
+Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or :mod:`topogrow.app`.
+A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`.
+"""
+
+from topogrow.core.adjoint import StatefulModel, states_and_adjoints
+from topogrow.core.eigen import LeadingEigenpairs, leading_block_eigenpairs
+from topogrow.core.hamiltonian import dense_hamiltonian_blocks, dense_quadratic_form
+from topogrow.core.losses import resolve_loss
+from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
+
+__all__ = [
+    "LeadingEigenpairs",
+    "StatefulModel",
+    "TopologicalDerivative",
+    "dense_hamiltonian_blocks",
+    "dense_quadratic_form",
+    "leading_block_eigenpairs",
+    "resolve_loss",
+    "states_and_adjoints",
+    "topological_derivative",
+]

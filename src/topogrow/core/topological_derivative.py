@@ -1,0 +1,159 @@
+"""The topological derivative at every insertion location (METHOD.md section 2).
+
+Inserting ``x_l -> x_l + sigma(eps W x_l + eps b)`` changes the loss by
+``-(eps^2 / 2) phi^T Q_l phi + O(eps^3)``. The leading eigenvalue ``mu_l`` of
+``Q_l`` says *where* to insert (the largest) and its eigenvector *how*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from topogrow.core.adjoint import StatefulModel, states_and_adjoints
+from topogrow.core.batches import Data, iter_batches
+from topogrow.core.eigen import leading_block_eigenpairs
+from topogrow.core.hamiltonian import dense_hamiltonian_blocks
+from topogrow.core.losses import Loss, resolve_loss
+
+
+@dataclass(frozen=True)
+class TopologicalDerivative:
+    """Leading eigenpairs of the Hamiltonian-Hessian blocks at every location.
+
+    Attributes:
+        block_eigenvalues: ``(L, n)``, leading eigenvalue of block r (neuron r) at location l.
+        block_eigenvectors: ``(L, n, n + 1)``, the matching unit eigenvectors ``[w_r; b_r]``.
+        loss: the loss J of the network as it is, over the data used.
+        n_samples: S, the number of samples summed over.
+        blocks: ``(L, n, n + 1, n + 1)``, the blocks themselves if asked for, else ``None``.
+    """
+
+    block_eigenvalues: torch.Tensor
+    block_eigenvectors: torch.Tensor
+    loss: float
+    n_samples: int
+    blocks: torch.Tensor | None = None
+
+    @property
+    def eigenvalues(self) -> torch.Tensor:
+        """``(L,)``: the leading eigenvalue mu_l of Q_l at each location l = 0..T."""
+        return self.block_eigenvalues.max(dim=1).values
+
+    @property
+    def best_location(self) -> int:
+        """The location with the largest leading eigenvalue: where to insert."""
+        return int(torch.argmax(self.eigenvalues))
+
+    @property
+    def n_locations(self) -> int:
+        return int(self.block_eigenvalues.shape[0])
+
+    def _check_location(self, location: int) -> None:
+        if not 0 <= location < self.n_locations:
+            raise ValueError(f"location must be in 0..{self.n_locations - 1}, got {location}")
+
+    def neurons(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> torch.Tensor:
+        """Indices of the neurons (blocks) to activate, largest eigenvalue first.
+
+        Either the top ``k`` blocks, or (``k=None``) every block whose eigenvalue is
+        positive and at least ``rel_threshold`` times the largest one.
+        """
+        self._check_location(location)
+        values = self.block_eigenvalues[location]
+        order = torch.argsort(values, descending=True)
+        if k is None:
+            if rel_threshold is None:
+                raise ValueError("give either k or rel_threshold")
+            top = values[order[0]]
+            keep = (values[order] > 0) & (values[order] >= rel_threshold * top)
+            return order[: max(int(keep.sum()), 1)]
+        if not 1 <= k <= values.shape[0]:
+            raise ValueError(f"k must be in 1..{values.shape[0]} (the width), got {k}")
+        return order[:k]
+
+    def layer(
+        self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (n, n), bias (n,))`` of the new layer: top eigenvectors times epsilon.
+
+        Each chosen neuron r gets row ``epsilon * v_r`` of ``[W | b]``; the other rows
+        are zero. The predicted loss change is ``-(epsilon^2 / 2) * sum of their mu``.
+        """
+        chosen = self.neurons(location, k, rel_threshold)
+        vectors = self.block_eigenvectors[location]
+        rows = torch.zeros_like(vectors)
+        rows[chosen] = epsilon * vectors[chosen]
+        return rows[:, :-1].clone(), rows[:, -1].clone()
+
+    def predicted_change(
+        self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
+    ) -> float:
+        """Second-order model of the loss change ``J(eps) - J(0) = -(eps^2/2) sum mu``."""
+        chosen = self.neurons(location, k, rel_threshold)
+        return float(-0.5 * epsilon**2 * self.block_eigenvalues[location, chosen].sum())
+
+
+def topological_derivative(
+    model: StatefulModel,
+    data: Data,
+    loss: str | Loss = "mse",
+    *,
+    batch_size: int = 1024,
+    keep_blocks: bool = False,
+) -> TopologicalDerivative:
+    """Topological derivative of ``model`` at every location, streamed over ``data``.
+
+    One forward and one backward pass per mini-batch give the states and adjoints;
+    each batch adds its contribution to the blocks ``B_r`` of every location and is
+    then dropped, so memory does not grow with the number of samples. Blocks are
+    accumulated and diagonalised in float64.
+
+    Args:
+        model: a growable model (see :class:`StatefulModel`), e.g. ``ResidualMLP``.
+        data: a DataLoader of ``(x, y)`` batches, or an ``(X, y)`` pair of tensors.
+        loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
+        batch_size: mini-batch size when ``data`` is a pair.
+        keep_blocks: also return the blocks (memory ``L n (n+1)^2``).
+    """
+    if not isinstance(model, StatefulModel):
+        raise TypeError(
+            f"expected a growable model with forward_states() and activation_curvature, "
+            f"got {type(model).__name__}"
+        )
+    loss_fn = resolve_loss(loss)
+    parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
+    curvature = float(model.activation_curvature)
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        blocks: torch.Tensor | None = None
+        total, loss_sum = 0, 0.0
+        for x, y in iter_batches(data, batch_size):
+            x = x.to(device=device, dtype=dtype)
+            y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
+            value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
+            contribution = dense_hamiltonian_blocks(
+                torch.stack(states), torch.stack(adjoints), curvature
+            ).double()
+            blocks = contribution if blocks is None else blocks + contribution
+            total += x.shape[0]
+            loss_sum += value * x.shape[0]
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    assert blocks is not None  # iter_batches raises on empty data
+    blocks = blocks / total
+    pairs = leading_block_eigenpairs(blocks)
+    return TopologicalDerivative(
+        block_eigenvalues=pairs.values,
+        block_eigenvectors=pairs.vectors,
+        loss=loss_sum / total,
+        n_samples=total,
+        blocks=blocks if keep_blocks else None,
+    )

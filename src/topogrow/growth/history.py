@@ -1,0 +1,77 @@
+"""What a growth run records: a curve per epoch and a record per stage."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EpochRecord:
+    """Losses after one epoch of training."""
+
+    epoch: int
+    stage: int
+    depth: int
+    train_loss: float
+    val_loss: float
+
+
+@dataclass
+class StageRecord:
+    """The end of a training stage and the insertion (if any) that followed it.
+
+    ``eigenvalues`` are the leading mu_l at every location (when the strategy
+    computed them); ``predicted_change`` is ``-(eps^2/2) phi^T Q phi`` and
+    ``actual_change`` the measured change of the training loss (line-search subset).
+    """
+
+    stage: int
+    epoch: int
+    train_loss: float
+    val_loss: float
+    depth: int
+    n_parameters: int
+    wall_time: float
+    eigenvalues: list[float] | None = None
+    location: int | None = None
+    epsilon: float | None = None
+    predicted_change: float | None = None
+    actual_change: float | None = None
+
+
+@dataclass
+class GrowthHistory:
+    """Per-epoch curve, per-stage records, and why growth stopped."""
+
+    strategy: str
+    epochs: list[EpochRecord] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
+    stop_reason: str = ""
+    wall_time: float = 0.0
+
+    @property
+    def insertions(self) -> list[StageRecord]:
+        return [s for s in self.stages if s.location is not None]
+
+    @property
+    def total_epochs(self) -> int:
+        return len(self.epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """A readable table of the stages."""
+        lines = [f"{'stage':>5} {'epoch':>5} {'depth':>5} {'train':>9} {'val':>9} {'where':>5} "
+                 f"{'eps':>8} {'predicted':>10} {'actual':>10}"]
+        for s in self.stages:
+            where = "-" if s.location is None else str(s.location)
+            eps = "-" if s.epsilon is None else f"{s.epsilon:.3g}"
+            pred = "-" if s.predicted_change is None else f"{s.predicted_change:.3e}"
+            act = "-" if s.actual_change is None else f"{s.actual_change:.3e}"
+            lines.append(f"{s.stage:>5} {s.epoch:>5} {s.depth:>5} {s.train_loss:>9.4f} {s.val_loss:>9.4f} "
+                         f"{where:>5} {eps:>8} {pred:>10} {act:>10}")
+        lines.append(f"stopped: {self.stop_reason}")
+        return "\n".join(lines)

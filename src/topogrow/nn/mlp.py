@@ -1,0 +1,135 @@
+"""``ResidualMLP``: stem, residual dense layers, head; grows by ``insert_layer``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.layers import ResidualDense
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class ResidualMLP(nn.Module):
+    """A residual MLP viewed as a discrete dynamical system (METHOD.md section 1).
+
+    ``x_0 = tanh(A a + c)`` lifts the input to ``width``; ``depth`` residual layers
+    ``x_t = x_{t-1} + sigma(W_t x_{t-1} + b_t)``; a linear head. Insertion location
+    l (``0..depth``) is the state x_l: 0 is right after the stem, ``depth`` right
+    before the head.
+
+    Args:
+        in_features: input dimension.
+        width: state dimension n.
+        depth: number of residual layers T (may be 0).
+        out_features: output dimension.
+        activation: sigma for the residual layers: a name (``"silu-tanh"``, the
+            default 2 SiLU(z) - tanh(z), or ``"z-tanh"``), a module or a callable with
+            sigma(0) = sigma'(0) = 0 and sigma''(0) != 0.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int,
+        activation: str | nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.width = _positive_int("width", width)
+        self.out_features = _positive_int("out_features", out_features)
+        _positive_int("depth", depth, minimum=0)
+        self.activation_name = activation if isinstance(activation, str) else (
+            "silu-tanh" if activation is None else "custom"
+        )
+        self._activation = resolve_activation(activation)
+        self.activation_curvature = activation_curvature(self._activation)
+        self.stem = nn.Sequential(nn.Linear(in_features, width), nn.Tanh())
+        self.layers = nn.ModuleList(self._new_layer() for _ in range(depth))
+        self.head = nn.Linear(width, out_features)
+
+    def _new_layer(self) -> ResidualDense:
+        return ResidualDense(self.width, copy.deepcopy(self._activation))
+
+    @property
+    def depth(self) -> int:
+        """The number of residual layers T."""
+        return len(self.layers)
+
+    @property
+    def locations(self) -> range:
+        """Insertion locations ``0..depth`` (state x_l after which a layer goes)."""
+        return range(self.depth + 1)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"expected input of shape (batch, {self.in_features}), got {tuple(x.shape)}"
+            )
+
+    def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Prediction ``(B, out)`` and the states ``[x_0, ..., x_T]``, each ``(B, width)``."""
+        self._check_input(x)
+        state = self.stem(x)
+        states = [state]
+        for layer in self.layers:
+            state = layer(state)
+            states.append(state)
+        return self.head(state), states
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        state = self.stem(x)
+        for layer in self.layers:
+            state = layer(state)
+        return self.head(state)
+
+    def insert_layer(
+        self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> ResidualDense:
+        """Insert ``x -> x + sigma(W x + b)`` after state ``location``; zeros by default.
+
+        With zero weight and bias the network's outputs are exactly unchanged.
+        Returns the new layer (already on the model's device and dtype).
+        """
+        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
+            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
+        n = self.width
+        reference = self.head.weight
+        weight = torch.zeros(n, n) if weight is None else torch.as_tensor(weight)
+        bias = torch.zeros(n) if bias is None else torch.as_tensor(bias)
+        if weight.shape != (n, n):
+            raise ValueError(f"weight must have shape ({n}, {n}), got {tuple(weight.shape)}")
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError("weight and bias of an inserted layer must be finite")
+        layer = self._new_layer().to(device=reference.device, dtype=reference.dtype)
+        with torch.no_grad():
+            layer.linear.weight.copy_(weight)
+            layer.linear.bias.copy_(bias)
+        self.layers.insert(location, layer)
+        return layer
+
+    def spec(self) -> dict[str, Any]:
+        """The architecture as a JSON-able dict (rebuild with ``ResidualMLP(**spec)``)."""
+        return {
+            "in_features": self.in_features,
+            "width": self.width,
+            "depth": self.depth,
+            "out_features": self.out_features,
+            "activation": self.activation_name,
+        }
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
