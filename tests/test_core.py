@@ -187,9 +187,7 @@ def test_streaming_is_independent_of_batching(loss):
     reference = topological_derivative(model, (x, y), loss, batch_size=10_000, keep_blocks=True)
     small = topological_derivative(model, (x, y), loss, batch_size=7, keep_blocks=True)
     ordered = DataLoader(TensorDataset(x, y), batch_size=9, shuffle=False)
-    shuffled = DataLoader(
-        TensorDataset(x, y), batch_size=11, shuffle=True, generator=torch.Generator().manual_seed(0)
-    )
+    shuffled = DataLoader(TensorDataset(x, y), batch_size=11, shuffle=True, generator=torch.Generator().manual_seed(0))
     as_list = topological_derivative(model, [x, y], loss, batch_size=13, keep_blocks=True)
     for other in (
         small,

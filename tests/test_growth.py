@@ -19,8 +19,10 @@ IN_FEATURES = 4
 def regression_data(n_samples: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n_samples, IN_FEATURES, generator=g, dtype=torch.float64)
-    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] * x[:, 2:3] + 0.05 * torch.randn(
-        n_samples, 1, generator=g, dtype=torch.float64
+    y = (
+        torch.sin(2 * x[:, :1])
+        + x[:, 1:2] * x[:, 2:3]
+        + 0.05 * torch.randn(n_samples, 1, generator=g, dtype=torch.float64)
     )
     return x, y
 
@@ -136,9 +138,18 @@ def test_config_validation():
         assert GrowthConfig(strategy=name).strategy == name
     with pytest.raises(ValueError, match="did you mean 'plateau'"):
         GrowthConfig(schedule="plateu")
-    for bad in ({"max_depth": 0}, {"epochs_per_stage": 1.5}, {"batch_size": True}, {"final_epochs": -1},
-                {"lr": 0.0}, {"lr": float("nan")}, {"weight_decay": -1.0}, {"neurons": 0},
-                {"epsilons": ()}, {"epsilons": (0.1, -0.1)}):
+    for bad in (
+        {"max_depth": 0},
+        {"epochs_per_stage": 1.5},
+        {"batch_size": True},
+        {"final_epochs": -1},
+        {"lr": 0.0},
+        {"lr": float("nan")},
+        {"weight_decay": -1.0},
+        {"neurons": 0},
+        {"epsilons": ()},
+        {"epsilons": (0.1, -0.1)},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GrowthConfig(**bad)
     config = GrowthConfig(epsilons=[1, 2])
@@ -232,9 +243,7 @@ def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(tra
     assert int((norms > 0).sum()) == 1  # neurons=1: one active row, a unit eigenvector
     assert norms.max().item() == pytest.approx(1.0, rel=1e-12)
     assert proposal.curvature == pytest.approx(max(record.eigenvalues), rel=1e-12)
-    assert record.predicted_change == pytest.approx(
-        -0.5 * record.epsilon**2 * max(record.eigenvalues), rel=1e-12
-    )
+    assert record.predicted_change == pytest.approx(-0.5 * record.epsilon**2 * max(record.eigenvalues), rel=1e-12)
     # actual_change is the real change of the training loss (all 300 samples are searched)
     x, y = train
     zeroed = copy.deepcopy(model)
@@ -310,18 +319,17 @@ def test_plateau_growth_run(train_val):
 
 def test_growth_is_reproducible_with_a_seed(train_val):
     train, val = train_val
-    runs = [Grower(small_model(), "mse", short_config(strategy="td-how", seed=3)).fit(train, val)
-            for _ in range(2)]
+    runs = [Grower(small_model(), "mse", short_config(strategy="td-how", seed=3)).fit(train, val) for _ in range(2)]
     assert [s.location for s in runs[0].stages] == [s.location for s in runs[1].stages]
     assert [e.val_loss for e in runs[0].epochs] == [e.val_loss for e in runs[1].epochs]
 
 
 def test_cross_entropy_growth_with_a_dataloader():
     x, y = classification_data(200, seed=4)
-    loader = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
-    grower = Grower(small_model(out_features=3, width=6), "cross_entropy",
-                    short_config(strategy="td", max_depth=2, final_epochs=0))
+    loader = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=True, generator=torch.Generator().manual_seed(0))
+    grower = Grower(
+        small_model(out_features=3, width=6), "cross_entropy", short_config(strategy="td", max_depth=2, final_epochs=0)
+    )
     history = grower.fit(loader)
     assert grower.model.depth == 2
     (record,) = history.insertions

@@ -1,7 +1,7 @@
 """topogrow: grow neural networks in depth with the topological derivative."""
 
 from topogrow.core import TopologicalDerivative, topological_derivative
-from topogrow.growth import STRATEGIES, GrowthConfig, GrowthHistory, Grower
+from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
 from topogrow.nn import ResidualMLP
 
 __all__ = [

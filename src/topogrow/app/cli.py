@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from topogrow.app.experiment import DEFAULT_STRATEGIES, ModelConfig, compare, run
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
 from topogrow.app.tasks import TASKS, make_task
@@ -38,38 +40,80 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     m = ModelConfig()
     data = parser.add_argument_group("data")
     data.add_argument("task", help=f"task to learn: {', '.join(TASKS)}")
-    data.add_argument("--data-dir", help="folder holding the data files (else $TOPOGROW_DATA_DIR, "
-                      "then shared/datasets above the working directory, then scikit-learn's fetcher)")
+    data.add_argument(
+        "--data-dir",
+        help="folder holding the data files (else $TOPOGROW_DATA_DIR, "
+        "then shared/datasets above the working directory, then scikit-learn's fetcher)",
+    )
     data.add_argument("--n-train", type=int, help="use only this many training samples")
     net = parser.add_argument_group("network")
     net.add_argument("--width", type=int, default=m.width, help="state width n (default %(default)s)")
-    net.add_argument("--initial-depth", type=int, default=m.initial_depth,
-                     help="residual layers to start from (default %(default)s)")
-    net.add_argument("--activation", default=m.activation, help="activation of residual layers "
-                     "(silu-tanh = 2 SiLU(z) - tanh(z), or z-tanh; default %(default)s)")
+    net.add_argument(
+        "--initial-depth", type=int, default=m.initial_depth, help="residual layers to start from (default %(default)s)"
+    )
+    net.add_argument(
+        "--activation",
+        default=m.activation,
+        help="activation of residual layers (silu-tanh = 2 SiLU(z) - tanh(z), or z-tanh; default %(default)s)",
+    )
     grow = parser.add_argument_group("growth")
-    grow.add_argument("--max-depth", type=int, default=d.max_depth, help="stop growing at this depth "
-                      "(default %(default)s)")
-    grow.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
-                      help="when to grow: after a fixed number of epochs or on a validation plateau")
-    grow.add_argument("--epochs-per-stage", type=int, default=d.epochs_per_stage,
-                      help="epochs between insertions (the cap, with --schedule plateau; default %(default)s)")
+    grow.add_argument(
+        "--max-depth", type=int, default=d.max_depth, help="stop growing at this depth (default %(default)s)"
+    )
+    grow.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help="when to grow: after a fixed number of epochs or on a validation plateau",
+    )
+    grow.add_argument(
+        "--epochs-per-stage",
+        type=int,
+        default=d.epochs_per_stage,
+        help="epochs between insertions (the cap, with --schedule plateau; default %(default)s)",
+    )
     grow.add_argument("--patience", type=int, default=d.patience, help="plateau patience in epochs")
-    grow.add_argument("--final-epochs", type=int, default=d.final_epochs,
-                      help="epochs of training after growth stops (default %(default)s)")
-    grow.add_argument("--tolerance", type=float, default=d.tolerance,
-                      help="stop growing when every eigenvalue is <= this (default %(default)s)")
-    grow.add_argument("--growth-patience", type=int, default=d.growth_patience,
-                      help="stop growing after this many stages without validation improvement")
-    grow.add_argument("--neurons", type=int, default=None, help="active neurons per new layer "
-                      "(default: all with eigenvalue >= --rel-threshold times the largest)")
-    grow.add_argument("--rel-threshold", type=float, default=d.rel_threshold,
-                      help="relative eigenvalue threshold for choosing neurons (default %(default)s)")
+    grow.add_argument(
+        "--final-epochs",
+        type=int,
+        default=d.final_epochs,
+        help="epochs of training after growth stops (default %(default)s)",
+    )
+    grow.add_argument(
+        "--tolerance",
+        type=float,
+        default=d.tolerance,
+        help="stop growing when every eigenvalue is <= this (default %(default)s)",
+    )
+    grow.add_argument(
+        "--growth-patience",
+        type=int,
+        default=d.growth_patience,
+        help="stop growing after this many stages without validation improvement",
+    )
+    grow.add_argument(
+        "--neurons",
+        type=int,
+        default=None,
+        help="active neurons per new layer (default: all with eigenvalue >= --rel-threshold times the largest)",
+    )
+    grow.add_argument(
+        "--rel-threshold",
+        type=float,
+        default=d.rel_threshold,
+        help="relative eigenvalue threshold for choosing neurons (default %(default)s)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
     train.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
     train.add_argument("--seed", type=int, default=d.seed, help="first seed (default %(default)s)")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's choice; 1 is fastest for small models)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="folder for the JSON and PNG (default results/<verb>-<task>)")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -81,29 +125,45 @@ def build_parser() -> argparse.ArgumentParser:
         prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare}")
-    run_parser = verbs.add_parser("run", help="grow a network with one strategy",
-                                  description="Grow a network on a task with one strategy; print the "
-                                  "history and the test metric; write run.json and run.png.")
+    run_parser = verbs.add_parser(
+        "run",
+        help="grow a network with one strategy",
+        description="Grow a network on a task with one strategy; print the "
+        "history and the test metric; write run.json and run.png.",
+    )
     _add_common(run_parser)
     choices = ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items() if k != "scratch")
     run_parser.add_argument("--strategy", default="td", help=f"one of: {choices}")
-    compare_parser = verbs.add_parser("compare", help="run every strategy over several seeds",
-                                      description="Run strategies side by side over seeds; print a "
-                                      "table; write compare.json and compare.png.")
+    compare_parser = verbs.add_parser(
+        "compare",
+        help="run every strategy over several seeds",
+        description="Run strategies side by side over seeds; print a table; write compare.json and compare.png.",
+    )
     _add_common(compare_parser)
     compare_parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
-    compare_parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                                help="comma-separated; default all: " + ", ".join(
-                                    f"{k} ({v})" for k, v in STRATEGY_HELP.items()))
+    compare_parser.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help="comma-separated; default all: " + ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items()),
+    )
     return parser
 
 
 def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, ModelConfig]:
     growth = GrowthConfig(
-        strategy=strategy, max_depth=args.max_depth, schedule=args.schedule,
-        epochs_per_stage=args.epochs_per_stage, patience=args.patience, final_epochs=args.final_epochs,
-        tolerance=args.tolerance, growth_patience=args.growth_patience, neurons=args.neurons,
-        rel_threshold=args.rel_threshold, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+        strategy=strategy,
+        max_depth=args.max_depth,
+        schedule=args.schedule,
+        epochs_per_stage=args.epochs_per_stage,
+        patience=args.patience,
+        final_epochs=args.final_epochs,
+        tolerance=args.tolerance,
+        growth_patience=args.growth_patience,
+        neurons=args.neurons,
+        rel_threshold=args.rel_threshold,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
         device=args.device,
     )
     if args.width < 1 or args.initial_depth < 0:
@@ -118,11 +178,18 @@ def _run(args: argparse.Namespace) -> None:
     task = make_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
     result, _ = run(task, growth, model, progress=not args.quiet)
     print(result.history.summary())
-    print(f"\n{task.metric_name}: {result.metric:.4f}   final depth: {result.final_depth}   "
-          f"parameters: {result.n_parameters}   wall time: {result.wall_time:.1f} s")
+    print(
+        f"\n{task.metric_name}: {result.metric:.4f}   final depth: {result.final_depth}   "
+        f"parameters: {result.n_parameters}   wall time: {result.wall_time:.1f} s"
+    )
     out = args.out or Path("results") / f"run-{args.task}"
-    payload = {"task": args.task, "metric": task.metric_name, "growth": growth.to_dict(),
-               "model": model.__dict__, "run": result.to_dict()}
+    payload = {
+        "task": args.task,
+        "metric": task.metric_name,
+        "growth": growth.to_dict(),
+        "model": model.__dict__,
+        "run": result.to_dict(),
+    }
     json_path = write_json_atomic(out / "run.json", payload)
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {args.strategy}, seed {args.seed}")
     print(f"wrote {json_path} and {png_path}")
@@ -136,8 +203,9 @@ def _compare(args: argparse.Namespace) -> None:
         if name not in STRATEGIES:
             GrowthConfig(strategy=name)  # raises with a "did you mean"
     growth, model = _configs(args, "td")
-    comparison = compare(args.task, strategies, args.seeds, growth, model, args.data_dir, args.n_train,
-                         progress=not args.quiet)
+    comparison = compare(
+        args.task, strategies, args.seeds, growth, model, args.data_dir, args.n_train, progress=not args.quiet
+    )
     print(comparison_table(comparison))
     out = args.out or Path("results") / f"compare-{args.task}"
     json_path = write_json_atomic(out / "compare.json", comparison.to_dict())
@@ -150,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         {"run": _run, "compare": _compare}[args.verb](args)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as error:
         if args.debug:

@@ -11,7 +11,14 @@ import numpy as np
 DATA_ENV = "TOPOGROW_DATA_DIR"
 
 CALIFORNIA_FEATURES = (
-    "MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude",
+    "MedInc",
+    "HouseAge",
+    "AveRooms",
+    "AveBedrms",
+    "Population",
+    "AveOccup",
+    "Latitude",
+    "Longitude",
 )
 
 
@@ -65,10 +72,18 @@ def read_statlib_california(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(raw).all():
         raise ValueError(f"{path}: contains NaN or inf")
     lon, lat, age, rooms, bedrooms, population, households, income, value = raw.T
-    X = np.column_stack([
-        income, age, rooms / households, bedrooms / households, population,
-        population / households, lat, lon,
-    ])
+    X = np.column_stack(
+        [
+            income,
+            age,
+            rooms / households,
+            bedrooms / households,
+            population,
+            population / households,
+            lat,
+            lon,
+        ]
+    )
     return X, value / 100_000.0
 
 

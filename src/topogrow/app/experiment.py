@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from topogrow.app.tasks import Task, make_task
-from topogrow.growth import STRATEGIES, GrowthConfig, GrowthHistory, Grower
+from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
 from topogrow.nn import ResidualMLP
 
 DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "scratch")
@@ -46,8 +46,9 @@ class RunResult:
         return out
 
 
-def run(task: Task, growth: GrowthConfig, model: ModelConfig, initial_depth: int | None = None,
-        progress: bool = False) -> tuple[RunResult, ResidualMLP]:
+def run(
+    task: Task, growth: GrowthConfig, model: ModelConfig, initial_depth: int | None = None, progress: bool = False
+) -> tuple[RunResult, ResidualMLP]:
     """Build the initial network (seeded), grow and train it, score it on the test set."""
     torch.manual_seed(growth.seed)
     depth = model.initial_depth if initial_depth is None else initial_depth
@@ -57,9 +58,15 @@ def run(task: Task, growth: GrowthConfig, model: ModelConfig, initial_depth: int
     history = grower.fit((task.X_train, task.y_train), (task.X_val, task.y_val), progress=progress)
     wall = time.perf_counter() - start
     result = RunResult(
-        strategy=growth.strategy, seed=growth.seed, metric=task.score(grower.model),
-        final_depth=grower.model.depth, n_parameters=grower.model.n_parameters(), wall_time=wall,
-        total_epochs=history.total_epochs, spec=grower.model.spec(), history=history,
+        strategy=growth.strategy,
+        seed=growth.seed,
+        metric=task.score(grower.model),
+        final_depth=grower.model.depth,
+        n_parameters=grower.model.n_parameters(),
+        wall_time=wall,
+        total_epochs=history.total_epochs,
+        spec=grower.model.spec(),
+        history=history,
     )
     return result, grower.model
 
@@ -85,22 +92,27 @@ class Comparison:
         rows = []
         for strategy, results in self.by_strategy().items():
             metrics = [r.metric for r in results]
-            rows.append({
-                "strategy": strategy,
-                "metric_mean": statistics.fmean(metrics),
-                "metric_std": statistics.stdev(metrics) if len(metrics) > 1 else 0.0,
-                "final_depth": statistics.fmean(r.final_depth for r in results),
-                "n_parameters": statistics.fmean(r.n_parameters for r in results),
-                "wall_time": statistics.fmean(r.wall_time for r in results),
-                "epochs": statistics.fmean(r.total_epochs for r in results),
-                "seeds": len(results),
-            })
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "metric_mean": statistics.fmean(metrics),
+                    "metric_std": statistics.stdev(metrics) if len(metrics) > 1 else 0.0,
+                    "final_depth": statistics.fmean(r.final_depth for r in results),
+                    "n_parameters": statistics.fmean(r.n_parameters for r in results),
+                    "wall_time": statistics.fmean(r.wall_time for r in results),
+                    "epochs": statistics.fmean(r.total_epochs for r in results),
+                    "seeds": len(results),
+                }
+            )
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "metric": self.metric_name, "growth": self.growth.to_dict(),
-            "model": self.model.__dict__, "summary": self.rows(),
+            "task": self.task,
+            "metric": self.metric_name,
+            "growth": self.growth.to_dict(),
+            "model": self.model.__dict__,
+            "summary": self.rows(),
             "runs": [r.to_dict() for r in self.results],
         }
 

@@ -86,11 +86,15 @@ def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Pa
         cmap = plt.get_cmap("viridis")
         for i, s in enumerate(stages):
             color = cmap(i / max(len(stages) - 1, 1))
-            spectrum.plot(range(len(s.eigenvalues)), s.eigenvalues, marker="o", color=color,
-                          label=f"epoch {s.epoch}, depth {s.depth}")
+            spectrum.plot(
+                range(len(s.eigenvalues)),
+                s.eigenvalues,
+                marker="o",
+                color=color,
+                label=f"epoch {s.epoch}, depth {s.depth}",
+            )
             if s.location is not None:
-                spectrum.scatter([s.location], [s.eigenvalues[s.location]], s=120,
-                                 facecolors="none", edgecolors="red")
+                spectrum.scatter([s.location], [s.eigenvalues[s.location]], s=120, facecolors="none", edgecolors="red")
         spectrum.set_xlabel("location l (state after which the layer goes)")
         spectrum.set_ylabel("leading eigenvalue μ_l")
         spectrum.set_title(f"topological derivative ({with_td.strategy}; ○ = chosen)")

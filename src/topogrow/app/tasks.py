@@ -54,8 +54,12 @@ class Task:
 
 
 def split_and_standardise(
-    X: np.ndarray, y: np.ndarray, seed: int, n_train: int | None = None,
-    val_fraction: float = 0.16, test_fraction: float = 0.2,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    n_train: int | None = None,
+    val_fraction: float = 0.16,
+    test_fraction: float = 0.2,
 ) -> tuple[np.ndarray, ...]:
     """Seeded split into train/val/test; features standardised with training statistics."""
     if len(X) != len(y) or len(X) < 10:
@@ -63,7 +67,7 @@ def split_and_standardise(
     order = np.random.default_rng(seed).permutation(len(X))
     n_test = int(round(test_fraction * len(X)))
     n_val = int(round(val_fraction * len(X)))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     if n_train is not None:
         if n_train < 2:
             raise ValueError(f"n_train must be >= 2, got {n_train}")
@@ -86,8 +90,7 @@ def california(seed: int = 0, data_dir: str | None = None, n_train: int | None =
     return _regression_task("california", X, y, seed, n_train)
 
 
-def synthetic(seed: int = 0, data_dir: str | None = None, n_train: int | None = None,
-              n_samples: int = 1500) -> Task:
+def synthetic(seed: int = 0, data_dir: str | None = None, n_train: int | None = None, n_samples: int = 1500) -> Task:
     """A small smooth regression in 4 features, generated (for tests and quick checks).
 
     ``y = sin(2 x_1) cos(x_2) + 0.5 x_3^2 - 0.3 x_4 + 0.05 noise``, x uniform on [-2, 2]^4.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Union
 
 import torch
 
-Data = Union[Iterable, tuple]
+Data = Iterable | tuple
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:
@@ -20,16 +19,12 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
 def check_pair(x: torch.Tensor, y: torch.Tensor, name: str = "data") -> None:
     """Check that ``x`` and ``y`` are tensors with the same number of samples, finite."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(
-            f"{name}: expected a pair of tensors (X, y), got "
-            f"({type(x).__name__}, {type(y).__name__})"
-        )
+        raise TypeError(f"{name}: expected a pair of tensors (X, y), got ({type(x).__name__}, {type(y).__name__})")
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError(f"{name}: X and y need a sample dimension, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(
-            f"{name}: X has {x.shape[0]} samples but y has {y.shape[0]} (shapes "
-            f"{tuple(x.shape)} and {tuple(y.shape)})"
+            f"{name}: X has {x.shape[0]} samples but y has {y.shape[0]} (shapes {tuple(x.shape)} and {tuple(y.shape)})"
         )
     check_finite(x, f"{name}: X")
     check_finite(y, f"{name}: y")
@@ -51,8 +46,7 @@ def iter_batches(data: Data, batch_size: int = 1024) -> Iterator[tuple[torch.Ten
         return
     if isinstance(data, (tuple, list)):
         raise TypeError(
-            f"data: expected a DataLoader or a pair of tensors (X, y), got a {type(data).__name__} "
-            f"of {len(data)} items"
+            f"data: expected a DataLoader or a pair of tensors (X, y), got a {type(data).__name__} of {len(data)} items"
         )
     count = 0
     for batch in data:

@@ -23,9 +23,7 @@ def augment(states: torch.Tensor) -> torch.Tensor:
     return torch.cat([states, ones], dim=-1)
 
 
-def dense_hamiltonian_blocks(
-    states: torch.Tensor, adjoints: torch.Tensor, curvature: float
-) -> torch.Tensor:
+def dense_hamiltonian_blocks(states: torch.Tensor, adjoints: torch.Tensor, curvature: float) -> torch.Tensor:
     """The blocks ``B_r`` summed over the samples given.
 
     Args:
@@ -38,8 +36,7 @@ def dense_hamiltonian_blocks(
     """
     if states.shape != adjoints.shape:
         raise ValueError(
-            f"states and adjoints must have the same shape, got {tuple(states.shape)} "
-            f"and {tuple(adjoints.shape)}"
+            f"states and adjoints must have the same shape, got {tuple(states.shape)} and {tuple(adjoints.shape)}"
         )
     u = augment(states)
     # (..., S, n, n+1) weighted copies would cost S*n*(n+1) memory; einsum contracts over S.

@@ -119,8 +119,7 @@ def topological_derivative(
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
-            f"expected a growable model with forward_states() and activation_curvature, "
-            f"got {type(model).__name__}"
+            f"expected a growable model with forward_states() and activation_curvature, got {type(model).__name__}"
         )
     loss_fn = resolve_loss(loss)
     parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
@@ -138,9 +137,7 @@ def topological_derivative(
             x = x.to(device=device, dtype=dtype)
             y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
             value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
-            contribution = dense_hamiltonian_blocks(
-                torch.stack(states), torch.stack(adjoints), curvature
-            ).double()
+            contribution = dense_hamiltonian_blocks(torch.stack(states), torch.stack(adjoints), curvature).double()
             blocks = contribution if blocks is None else blocks + contribution
             total += x.shape[0]
             loss_sum += value * x.shape[0]

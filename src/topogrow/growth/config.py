@@ -60,8 +60,15 @@ class GrowthConfig:
             raise unknown_name_error("strategy", self.strategy, STRATEGIES)
         if self.schedule not in SCHEDULES:
             raise unknown_name_error("schedule", self.schedule, SCHEDULES)
-        for name in ("max_depth", "epochs_per_stage", "patience", "batch_size", "td_batch_size",
-                     "line_search_samples", "growth_patience"):
+        for name in (
+            "max_depth",
+            "epochs_per_stage",
+            "patience",
+            "batch_size",
+            "td_batch_size",
+            "line_search_samples",
+            "growth_patience",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

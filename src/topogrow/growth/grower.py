@@ -42,8 +42,9 @@ class Grower:
         history = grower.fit((X_train, y_train), (X_val, y_val))
     """
 
-    def __init__(self, model: torch.nn.Module, loss: str | Loss = "mse", config: GrowthConfig | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self, model: torch.nn.Module, loss: str | Loss = "mse", config: GrowthConfig | None = None, **overrides: Any
+    ) -> None:
         config = config or GrowthConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.loss = resolve_loss(loss)
@@ -55,7 +56,8 @@ class Grower:
         self._generator = torch.Generator().manual_seed(self.config.seed + 1)
         cfg = self.config
         self.schedule = (
-            FixedEpochs(cfg.epochs_per_stage) if cfg.schedule == "fixed"
+            FixedEpochs(cfg.epochs_per_stage)
+            if cfg.schedule == "fixed"
             else Plateau(cfg.patience, cfg.min_delta, cfg.epochs_per_stage)
         )
 
@@ -70,7 +72,8 @@ class Grower:
         train_source = DataSource.from_data(train, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
         val_source = (
             DataSource.from_data(val, "val", max(cfg.batch_size, 1024), shuffle=False, seed=cfg.seed)
-            if val is not None else None
+            if val is not None
+            else None
         )
         self._check_compatible(train_source, "train")
         if val_source is not None:
@@ -102,8 +105,12 @@ class Grower:
             else:
                 stale += 1
             record = StageRecord(
-                stage=stage, epoch=last.epoch, train_loss=last.train_loss, val_loss=last.val_loss,
-                depth=self.model.depth, n_parameters=self._n_parameters(),
+                stage=stage,
+                epoch=last.epoch,
+                train_loss=last.train_loss,
+                val_loss=last.val_loss,
+                depth=self.model.depth,
+                n_parameters=self._n_parameters(),
                 wall_time=time.perf_counter() - self._start,
             )
             self.history.stages.append(record)
@@ -135,8 +142,11 @@ class Grower:
         train_loss = train_epoch(self.model, train_source.loader, self.loss, self.optimizer)
         val_loss = evaluate_loss(self.model, val_source.loader, self.loss) if val_source else train_loss
         record = EpochRecord(
-            epoch=len(self.history.epochs) + 1, stage=stage, depth=self.model.depth,
-            train_loss=train_loss, val_loss=val_loss,
+            epoch=len(self.history.epochs) + 1,
+            stage=stage,
+            depth=self.model.depth,
+            train_loss=train_loss,
+            val_loss=val_loss,
         )
         self.history.epochs.append(record)
         self._bar.update(1)
@@ -145,7 +155,10 @@ class Grower:
 
     def _topological_derivative(self, train_source: DataSource) -> TopologicalDerivative:
         return topological_derivative(
-            self.model, train_source.data, self.loss, batch_size=self.config.td_batch_size,
+            self.model,
+            train_source.data,
+            self.loss,
+            batch_size=self.config.td_batch_size,
             keep_blocks=self.strategy.keep_blocks,
         )
 
@@ -198,6 +211,4 @@ class Grower:
         elif y.ndim == 1 and prediction.ndim == 2 and len(y) > 0:
             low, high = int(y.min()), int(y.max())
             if low < 0 or high >= prediction.shape[1]:
-                raise ValueError(
-                    f"{name}: class labels must be in 0..{prediction.shape[1] - 1}, got {low}..{high}"
-                )
+                raise ValueError(f"{name}: class labels must be in 0..{prediction.shape[1] - 1}, got {low}..{high}")

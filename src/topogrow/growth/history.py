@@ -64,14 +64,18 @@ class GrowthHistory:
 
     def summary(self) -> str:
         """A readable table of the stages."""
-        lines = [f"{'stage':>5} {'epoch':>5} {'depth':>5} {'train':>9} {'val':>9} {'where':>5} "
-                 f"{'eps':>8} {'predicted':>10} {'actual':>10}"]
+        lines = [
+            f"{'stage':>5} {'epoch':>5} {'depth':>5} {'train':>9} {'val':>9} {'where':>5} "
+            f"{'eps':>8} {'predicted':>10} {'actual':>10}"
+        ]
         for s in self.stages:
             where = "-" if s.location is None else str(s.location)
             eps = "-" if s.epsilon is None else f"{s.epsilon:.3g}"
             pred = "-" if s.predicted_change is None else f"{s.predicted_change:.3e}"
             act = "-" if s.actual_change is None else f"{s.actual_change:.3e}"
-            lines.append(f"{s.stage:>5} {s.epoch:>5} {s.depth:>5} {s.train_loss:>9.4f} {s.val_loss:>9.4f} "
-                         f"{where:>5} {eps:>8} {pred:>10} {act:>10}")
+            lines.append(
+                f"{s.stage:>5} {s.epoch:>5} {s.depth:>5} {s.train_loss:>9.4f} {s.val_loss:>9.4f} "
+                f"{where:>5} {eps:>8} {pred:>10} {act:>10}"
+            )
         lines.append(f"stopped: {self.stop_reason}")
         return "\n".join(lines)

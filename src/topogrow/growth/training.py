@@ -88,9 +88,7 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: torch.dty
     return x, y
 
 
-def train_epoch(
-    model: torch.nn.Module, batches: Iterable, loss: Loss, optimizer: torch.optim.Optimizer
-) -> float:
+def train_epoch(model: torch.nn.Module, batches: Iterable, loss: Loss, optimizer: torch.optim.Optimizer) -> float:
     """One pass of mini-batch training; returns the sample-weighted mean training loss."""
     parameter = next(model.parameters())
     model.train()

@@ -49,8 +49,8 @@ class ResidualMLP(nn.Module):
         self.width = _positive_int("width", width)
         self.out_features = _positive_int("out_features", out_features)
         _positive_int("depth", depth, minimum=0)
-        self.activation_name = activation if isinstance(activation, str) else (
-            "silu-tanh" if activation is None else "custom"
+        self.activation_name = (
+            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
         )
         self._activation = resolve_activation(activation)
         self.activation_curvature = activation_curvature(self._activation)
@@ -73,9 +73,7 @@ class ResidualMLP(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(
-                f"expected input of shape (batch, {self.in_features}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of shape (batch, {self.in_features}), got {tuple(x.shape)}")
 
     def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Prediction ``(B, out)`` and the states ``[x_0, ..., x_T]``, each ``(B, width)``."""
