@@ -1,1 +1,7 @@
 """The application: tasks and data, experiment runners, reports and plots, the CLI."""
+
+from topogrow.app.datasets import load_california
+from topogrow.app.experiment import ModelConfig, compare, run
+from topogrow.app.tasks import TASKS, Task, make_task
+
+__all__ = ["TASKS", "ModelConfig", "Task", "compare", "load_california", "make_task", "run"]

@@ -95,6 +95,7 @@ def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Pa
             )
             if s.location is not None:
                 spectrum.scatter([s.location], [s.eigenvalues[s.location]], s=120, facecolors="none", edgecolors="red")
+        spectrum.xaxis.get_major_locator().set_params(integer=True)
         spectrum.set_xlabel("location l (state after which the layer goes)")
         spectrum.set_ylabel("leading eigenvalue μ_l")
         spectrum.set_title(f"topological derivative ({with_td.strategy}; ○ = chosen)")
