@@ -133,8 +133,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_pat
 
 
 def test_cli_help_explains_strategies():
-    result = subprocess.run([sys.executable, "-m", "topogrow.app.cli", "compare", "--help"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "topogrow.app.cli", "compare", "--help"], capture_output=True, text=True, check=True
+    )
     assert "td-where" in result.stdout and "--seeds" in result.stdout
 
 
@@ -144,4 +145,3 @@ def test_quickstart_example_runs(monkeypatch, capsys):
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "best location" in out and "final depth 4" in out
-

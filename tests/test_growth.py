@@ -213,7 +213,7 @@ def test_optimizer_covers_every_parameter_of_the_grown_model(td_run):
     # after stage 0 trained 5 epochs, the one inserted after stage 1 trained 3.
     steps = {name: int(grower.optimizer.state[p]["step"]) for name, p in grower.model.named_parameters()}
     assert steps["stem.0.weight"] == steps["head.bias"] == 70
-    inserted = sorted(steps[f"layers.{i}.linear.weight"] for i in range(3))
+    inserted = sorted(steps[f"layers.{i}.affine.weight"] for i in range(3))
     assert inserted == [30, 50, 70]
 
 
@@ -236,9 +236,9 @@ def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(tra
     assert record.location == proposal.location
     assert record.epsilon == search.epsilon
     layer = model.layers[record.location]
-    assert torch.equal(layer.linear.weight.detach(), record.epsilon * proposal.weight)
-    assert torch.equal(layer.linear.bias.detach(), record.epsilon * proposal.bias)
-    rows = torch.cat([proposal.weight, proposal.bias[:, None]], dim=1)
+    assert torch.equal(layer.affine.weight.detach(), record.epsilon * proposal.rows[:, :-1])
+    assert torch.equal(layer.affine.bias.detach(), record.epsilon * proposal.rows[:, -1])
+    rows = proposal.rows
     norms = rows.norm(dim=1)
     assert int((norms > 0).sum()) == 1  # neurons=1: one active row, a unit eigenvector
     assert norms.max().item() == pytest.approx(1.0, rel=1e-12)
@@ -248,8 +248,8 @@ def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(tra
     x, y = train
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        zeroed.layers[record.location].linear.weight.zero_()
-        zeroed.layers[record.location].linear.bias.zero_()
+        zeroed.layers[record.location].affine.weight.zero_()
+        zeroed.layers[record.location].affine.bias.zero_()
         change = F.mse_loss(model(x), y).item() - F.mse_loss(zeroed(x), y).item()
     assert change == pytest.approx(record.actual_change, rel=1e-9, abs=1e-13)
     assert change < 0
@@ -292,8 +292,8 @@ def test_every_strategy_runs(strategy, train_val):
     if strategy == "zero":
         # sigma'(0) = 0: a zero layer gets zero gradient and stays exactly zero while training
         for layer in grower.model.layers[1:]:
-            assert torch.count_nonzero(layer.linear.weight) == 0
-            assert torch.count_nonzero(layer.linear.bias) == 0
+            assert torch.count_nonzero(layer.affine.weight) == 0
+            assert torch.count_nonzero(layer.affine.bias) == 0
 
 
 def test_plateau_schedule():

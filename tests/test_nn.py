@@ -31,8 +31,8 @@ def test_zero_insertion_is_exactly_the_identity(dtype, depth, activation):
         assert grown.depth == depth + 1
         assert list(grown.locations) == list(range(depth + 2))
         assert grown.layers[location] is layer
-        assert layer.linear.weight.dtype == dtype and layer.linear.bias.dtype == dtype
-        assert torch.count_nonzero(layer.linear.weight) == 0 and torch.count_nonzero(layer.linear.bias) == 0
+        assert layer.affine.weight.dtype == dtype and layer.affine.bias.dtype == dtype
+        assert torch.count_nonzero(layer.affine.weight) == 0 and torch.count_nonzero(layer.affine.bias) == 0
         assert torch.equal(grown(x), before)
         pred, states = grown.forward_states(x)
         assert torch.equal(pred, before)
@@ -55,12 +55,12 @@ def test_inserted_layer_computes_x_plus_sigma_of_wx_plus_b_at_its_location():
     _, new_states = grown.forward_states(x)
     expected = states[1] + SiLUTanh()(states[1] @ weight.T + bias)
     assert torch.allclose(new_states[2], expected, atol=1e-14)
-    assert torch.equal(grown.layers[1].linear.weight, weight)
-    assert torch.equal(grown.layers[1].linear.bias, bias)
+    assert torch.equal(grown.layers[1].affine.weight, weight)
+    assert torch.equal(grown.layers[1].affine.bias, bias)
     # float32 inputs (e.g. numpy-made) are cast to the model's dtype
     grown32 = copy.deepcopy(model)
     grown32.insert_layer(0, weight.float(), bias.float())
-    assert grown32.layers[0].linear.weight.dtype == torch.float64
+    assert grown32.layers[0].affine.weight.dtype == torch.float64
 
 
 def test_insert_layer_rejects_bad_arguments():

@@ -6,11 +6,23 @@ A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`.
 
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.eigen import LeadingEigenpairs, leading_block_eigenpairs
-from topogrow.core.hamiltonian import dense_hamiltonian_blocks, dense_quadratic_form
+from topogrow.core.hamiltonian import (
+    dense_hamiltonian_blocks,
+    dense_quadratic_form,
+    hamiltonian_blocks,
+    quadratic_form,
+)
+from topogrow.core.layer_kinds import Conv2d, Dense, LayerKind, Token
 from topogrow.core.losses import resolve_loss
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
+    "Conv2d",
+    "Dense",
+    "LayerKind",
+    "Token",
+    "hamiltonian_blocks",
+    "quadratic_form",
     "LeadingEigenpairs",
     "StatefulModel",
     "TopologicalDerivative",

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from topogrow.core.layer_kinds import LayerKind
 from topogrow.core.losses import Loss
 
 
@@ -22,13 +23,16 @@ class StatefulModel(Protocol):
     """What the core needs of a growable model.
 
     ``forward_states(x)`` returns the prediction and the states ``[x_0, ..., x_T]``
-    (one per insertion location); ``activation_curvature`` is sigma''(0) of the
-    activation used by inserted layers.
+    (one per insertion location); ``insertion_kind(l)`` says which kind of layer
+    (:mod:`topogrow.core.layer_kinds`) would be inserted at location l;
+    ``activation_curvature`` is sigma''(0) of the activation of inserted layers.
     """
 
     activation_curvature: float
 
     def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def insertion_kind(self, location: int) -> LayerKind: ...
 
 
 def states_and_adjoints(
@@ -49,7 +53,7 @@ def states_and_adjoints(
 
     Returns:
         ``(batch_loss, states, adjoints)``: the batch-mean loss as a float, and two
-        lists of ``T + 1`` detached tensors, each ``(B, n)`` (or ``(B, C, H, W)``, ...).
+        lists of ``T + 1`` detached tensors, each ``(B, n)`` (or ``(B, C, H, W)``, ``(B, T, d)``).
     """
     with torch.enable_grad():
         prediction, states = model.forward_states(x)

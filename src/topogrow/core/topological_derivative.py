@@ -14,7 +14,7 @@ import torch
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.batches import Data, iter_batches
 from topogrow.core.eigen import leading_block_eigenpairs
-from topogrow.core.hamiltonian import dense_hamiltonian_blocks
+from topogrow.core.hamiltonian import hamiltonian_blocks
 from topogrow.core.losses import Loss, resolve_loss
 
 
@@ -22,24 +22,29 @@ from topogrow.core.losses import Loss, resolve_loss
 class TopologicalDerivative:
     """Leading eigenpairs of the Hamiltonian-Hessian blocks at every location.
 
+    Locations may differ in width (e.g. CNN stages), so per-location tensors are
+    kept in tuples indexed by location l:
+
     Attributes:
-        block_eigenvalues: ``(L, n)``, leading eigenvalue of block r (neuron r) at location l.
-        block_eigenvectors: ``(L, n, n + 1)``, the matching unit eigenvectors ``[w_r; b_r]``.
+        block_eigenvalues: ``block_eigenvalues[l]`` is ``(n_l,)``, the leading eigenvalue
+            of the block of each output neuron/channel.
+        block_eigenvectors: ``block_eigenvectors[l]`` is ``(n_l, m_l)``, the unit
+            eigenvectors, each a row ``[w_c; b_c]`` of the new layer.
         loss: the loss J of the network as it is, over the data used.
         n_samples: S, the number of samples summed over.
-        blocks: ``(L, n, n + 1, n + 1)``, the blocks themselves if asked for, else ``None``.
+        blocks: ``blocks[l]`` is ``(n_l, m_l, m_l)`` if asked for, else ``None``.
     """
 
-    block_eigenvalues: torch.Tensor
-    block_eigenvectors: torch.Tensor
+    block_eigenvalues: tuple[torch.Tensor, ...]
+    block_eigenvectors: tuple[torch.Tensor, ...]
     loss: float
     n_samples: int
-    blocks: torch.Tensor | None = None
+    blocks: tuple[torch.Tensor, ...] | None = None
 
     @property
     def eigenvalues(self) -> torch.Tensor:
         """``(L,)``: the leading eigenvalue mu_l of Q_l at each location l = 0..T."""
-        return self.block_eigenvalues.max(dim=1).values
+        return torch.stack([values.max() for values in self.block_eigenvalues])
 
     @property
     def best_location(self) -> int:
@@ -48,7 +53,7 @@ class TopologicalDerivative:
 
     @property
     def n_locations(self) -> int:
-        return int(self.block_eigenvalues.shape[0])
+        return len(self.block_eigenvalues)
 
     def _check_location(self, location: int) -> None:
         if not 0 <= location < self.n_locations:
@@ -58,7 +63,7 @@ class TopologicalDerivative:
         """Indices of the neurons (blocks) to activate, largest eigenvalue first.
 
         Either the top ``k`` blocks, or (``k=None``) every block whose eigenvalue is
-        positive and at least ``rel_threshold`` times the largest one.
+        positive and at least ``rel_threshold`` times the largest one (at least one).
         """
         self._check_location(location)
         values = self.block_eigenvalues[location]
@@ -69,22 +74,33 @@ class TopologicalDerivative:
             top = values[order[0]]
             keep = (values[order] > 0) & (values[order] >= rel_threshold * top)
             return order[: max(int(keep.sum()), 1)]
-        if not 1 <= k <= values.shape[0]:
-            raise ValueError(f"k must be in 1..{values.shape[0]} (the width), got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= values.shape[0]:
+            raise ValueError(f"k must be an integer in 1..{values.shape[0]} (the width), got {k!r}")
         return order[:k]
 
-    def layer(
+    def rows(
         self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weight (n, n), bias (n,))`` of the new layer: top eigenvectors times epsilon.
+    ) -> torch.Tensor:
+        """``(n, m)`` parameters ``[W | b]`` of the new layer: top eigenvectors times epsilon.
 
-        Each chosen neuron r gets row ``epsilon * v_r`` of ``[W | b]``; the other rows
-        are zero. The predicted loss change is ``-(epsilon^2 / 2) * sum of their mu``.
+        Each chosen neuron c gets row ``epsilon * v_c``; the other rows are zero.
+        The predicted loss change is ``-(epsilon^2 / 2) * sum of their mu``.
         """
         chosen = self.neurons(location, k, rel_threshold)
         vectors = self.block_eigenvectors[location]
         rows = torch.zeros_like(vectors)
         rows[chosen] = epsilon * vectors[chosen]
+        return rows
+
+    def layer(
+        self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (n, m - 1), bias (n,))`` of the new layer (see :meth:`rows`).
+
+        For a dense layer the weight is ``(n, n)``; for a convolution reshape it to
+        ``(C, C, k, k)`` (``insert_layer`` accepts either).
+        """
+        rows = self.rows(location, epsilon, k, rel_threshold)
         return rows[:, :-1].clone(), rows[:, -1].clone()
 
     def predicted_change(
@@ -92,7 +108,7 @@ class TopologicalDerivative:
     ) -> float:
         """Second-order model of the loss change ``J(eps) - J(0) = -(eps^2/2) sum mu``."""
         chosen = self.neurons(location, k, rel_threshold)
-        return float(-0.5 * epsilon**2 * self.block_eigenvalues[location, chosen].sum())
+        return float(-0.5 * epsilon**2 * self.block_eigenvalues[location][chosen].sum())
 
 
 def topological_derivative(
@@ -106,8 +122,8 @@ def topological_derivative(
     """Topological derivative of ``model`` at every location, streamed over ``data``.
 
     One forward and one backward pass per mini-batch give the states and adjoints;
-    each batch adds its contribution to the blocks ``B_r`` of every location and is
-    then dropped, so memory does not grow with the number of samples. Blocks are
+    each batch adds its contribution to the blocks of every location and is then
+    dropped, so memory does not grow with the number of samples. Blocks are
     accumulated and diagonalised in float64.
 
     Args:
@@ -115,11 +131,12 @@ def topological_derivative(
         data: a DataLoader of ``(x, y)`` batches, or an ``(X, y)`` pair of tensors.
         loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
         batch_size: mini-batch size when ``data`` is a pair.
-        keep_blocks: also return the blocks (memory ``L n (n+1)^2``).
+        keep_blocks: also return the blocks (memory ``n m^2`` per location).
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
-            f"expected a growable model with forward_states() and activation_curvature, got {type(model).__name__}"
+            f"expected a growable model with forward_states(), insertion_kind() and activation_curvature, "
+            f"got {type(model).__name__}"
         )
     loss_fn = resolve_loss(loss)
     parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
@@ -131,26 +148,30 @@ def topological_derivative(
     if hasattr(model, "eval"):
         model.eval()
     try:
-        blocks: torch.Tensor | None = None
+        blocks: list[torch.Tensor] | None = None
         total, loss_sum = 0, 0.0
         for x, y in iter_batches(data, batch_size):
             x = x.to(device=device, dtype=dtype)
             y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
             value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
-            contribution = dense_hamiltonian_blocks(torch.stack(states), torch.stack(adjoints), curvature).double()
-            blocks = contribution if blocks is None else blocks + contribution
+            contributions = []
+            for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
+                kind = model.insertion_kind(location)
+                block = hamiltonian_blocks(kind.patches(state), kind.adjoint_rows(adjoint), curvature)
+                contributions.append(block.double())
+            blocks = contributions if blocks is None else [a + b for a, b in zip(blocks, contributions, strict=True)]
             total += x.shape[0]
             loss_sum += value * x.shape[0]
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
     assert blocks is not None  # iter_batches raises on empty data
-    blocks = blocks / total
-    pairs = leading_block_eigenpairs(blocks)
+    blocks = [b / total for b in blocks]
+    pairs = [leading_block_eigenpairs(b) for b in blocks]
     return TopologicalDerivative(
-        block_eigenvalues=pairs.values,
-        block_eigenvectors=pairs.vectors,
+        block_eigenvalues=tuple(p.values for p in pairs),
+        block_eigenvectors=tuple(p.vectors for p in pairs),
         loss=loss_sum / total,
         n_samples=total,
-        blocks=blocks if keep_blocks else None,
+        blocks=tuple(blocks) if keep_blocks else None,
     )

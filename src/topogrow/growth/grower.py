@@ -164,16 +164,13 @@ class Grower:
 
     def _insert(self, proposal: Proposal, train_source: DataSource) -> LineSearchResult:
         """Insert the proposed layer with the epsilon the line search picks; rebuild Adam."""
-        reference = self.model.head.weight
-        weight = proposal.weight.to(device=reference.device, dtype=reference.dtype)
-        bias = proposal.bias.to(device=reference.device, dtype=reference.dtype)
+        reference = next(self.model.parameters())
+        rows = proposal.rows.to(device=reference.device, dtype=reference.dtype)
         subset = train_source.subset(self.config.line_search_samples)
         layer = self.model.insert_layer(proposal.location)
 
         def evaluate(epsilon: float) -> float:
-            with torch.no_grad():
-                layer.linear.weight.copy_(epsilon * weight)
-                layer.linear.bias.copy_(epsilon * bias)
+            layer.load_rows(epsilon * rows)
             return evaluate_loss(self.model, subset, self.loss)
 
         before = evaluate(0.0)

@@ -29,12 +29,12 @@ import torch
 
 from topogrow._validation import unknown_name_error
 from topogrow.core import TopologicalDerivative
-from topogrow.core.hamiltonian import dense_quadratic_form
+from topogrow.core.hamiltonian import quadratic_form
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A layer to insert: ``location`` and the direction ``(weight, bias)`` at epsilon = 1.
+    """A layer to insert: ``location`` and the direction ``rows`` = ``[W | b]`` at epsilon = 1.
 
     ``curvature`` is ``phi^T Q phi`` when known, so that the predicted loss change
     of the insertion at epsilon is ``-(epsilon^2 / 2) * curvature``. With
@@ -42,8 +42,7 @@ class Proposal:
     """
 
     location: int
-    weight: torch.Tensor
-    bias: torch.Tensor
+    rows: torch.Tensor
     curvature: float | None = None
     line_search: bool = True
 
@@ -63,17 +62,17 @@ class Strategy:
         raise NotImplementedError
 
     # Shared pieces -------------------------------------------------------------
-    def _td_direction(self, td: TopologicalDerivative, location: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def _td_direction(self, td: TopologicalDerivative, location: int) -> tuple[torch.Tensor, float]:
         chosen = td.neurons(location, self.neurons, self.rel_threshold)
-        weight, bias = td.layer(location, 1.0, self.neurons, self.rel_threshold)
-        return weight, bias, float(td.block_eigenvalues[location, chosen].sum())
+        rows = td.rows(location, 1.0, self.neurons, self.rel_threshold)
+        return rows, float(td.block_eigenvalues[location][chosen].sum())
 
     @staticmethod
-    def _random_init(width: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """PyTorch's default ``nn.Linear`` initialisation: uniform in +-1/sqrt(width)."""
-        bound = width**-0.5
-        rows = (2 * torch.rand(width, width + 1, generator=generator, dtype=torch.float64) - 1) * bound
-        return rows[:, :-1].contiguous(), rows[:, -1].contiguous()
+    def _random_init(model, location: int, generator: torch.Generator) -> torch.Tensor:
+        """PyTorch's default ``nn.Linear``/``nn.Conv2d`` initialisation: uniform in
+        +-1/sqrt(fan_in), for weights and biases alike."""
+        n, m = model.insertion_shape(location)
+        return (2 * torch.rand(n, m, generator=generator, dtype=torch.float64) - 1) * (m - 1) ** -0.5
 
     @staticmethod
     def _random_location(model, generator: torch.Generator) -> int:
@@ -87,8 +86,8 @@ class TD(Strategy):
 
     def propose(self, model, td, generator):
         location = td.best_location
-        weight, bias, curvature = self._td_direction(td, location)
-        return Proposal(location, weight, bias, curvature)
+        rows, curvature = self._td_direction(td, location)
+        return Proposal(location, rows, curvature)
 
 
 @dataclass(frozen=True)
@@ -99,9 +98,9 @@ class TDWhere(Strategy):
 
     def propose(self, model, td, generator):
         location = td.best_location
-        weight, bias = self._random_init(model.width, generator)
-        curvature = float(dense_quadratic_form(td.blocks[location], weight, bias))
-        return Proposal(location, weight, bias, curvature, line_search=False)
+        rows = self._random_init(model, location, generator)
+        curvature = float(quadratic_form(td.blocks[location], rows))
+        return Proposal(location, rows, curvature, line_search=False)
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,8 @@ class TDHow(Strategy):
 
     def propose(self, model, td, generator):
         location = self._random_location(model, generator)
-        weight, bias, curvature = self._td_direction(td, location)
-        return Proposal(location, weight, bias, curvature)
+        rows, curvature = self._td_direction(td, location)
+        return Proposal(location, rows, curvature)
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,7 @@ class Random(Strategy):
 
     def propose(self, model, td, generator):
         location = self._random_location(model, generator)
-        weight, bias = self._random_init(model.width, generator)
-        return Proposal(location, weight, bias, line_search=False)
+        return Proposal(location, self._random_init(model, location, generator), line_search=False)
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,8 @@ class Zero(Strategy):
     name: str = "zero"
 
     def propose(self, model, td, generator):
-        n = model.width
-        return Proposal(model.depth, torch.zeros(n, n), torch.zeros(n), 0.0, line_search=False)
+        location = model.locations[-1]
+        return Proposal(location, torch.zeros(model.insertion_shape(location)), 0.0, line_search=False)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""The residual layer that a network grows by: ``x -> x + sigma(W x + b)``."""
+"""Residual layers that a network grows by, each the identity at zero parameters.
+
+Every layer exposes its parameters as ``rows`` ``(n, m)`` = ``[W reshaped to
+(n, m - 1) | b]``, the layout of the Hamiltonian-Hessian blocks in
+:mod:`topogrow.core.layer_kinds`, so an eigenvector is loaded in one call.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,33 @@ import torch
 from torch import nn
 
 
-class ResidualDense(nn.Module):
+class _RowsMixin:
+    """``rows()`` / ``load_rows()`` for a layer whose affine map is ``self.affine``."""
+
+    affine: nn.Module
+
+    def rows(self) -> torch.Tensor:
+        weight = self.affine.weight
+        return torch.cat([weight.reshape(weight.shape[0], -1), self.affine.bias[:, None]], dim=1).detach()
+
+    @torch.no_grad()
+    def load_rows(self, rows: torch.Tensor) -> None:
+        """Set ``[W | b]`` from ``rows`` ``(n, m)`` (any dtype/device; copied)."""
+        weight = self.affine.weight
+        expected = (weight.shape[0], weight[0].numel() + 1)
+        if tuple(rows.shape) != expected:
+            raise ValueError(f"rows must have shape {expected}, got {tuple(rows.shape)}")
+        weight.copy_(rows[:, :-1].reshape(weight.shape))
+        self.affine.bias.copy_(rows[:, -1])
+
+
+class ResidualDense(_RowsMixin, nn.Module):
     """``x -> x + sigma(W x + b)`` on ``(B, n)`` states; the identity when W = 0, b = 0."""
 
     def __init__(self, width: int, activation: nn.Module) -> None:
         super().__init__()
-        self.linear = nn.Linear(width, width)
+        self.affine = nn.Linear(width, width)
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.activation(self.linear(x))
+        return x + self.activation(self.affine(x))

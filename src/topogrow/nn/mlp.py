@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from topogrow.core.layer_kinds import Dense
 from topogrow.nn.activations import activation_curvature, resolve_activation
 from topogrow.nn.layers import ResidualDense
 
@@ -113,11 +114,17 @@ class ResidualMLP(nn.Module):
         if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
             raise ValueError("weight and bias of an inserted layer must be finite")
         layer = self._new_layer().to(device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
-            layer.linear.weight.copy_(weight)
-            layer.linear.bias.copy_(bias)
+        layer.load_rows(torch.cat([weight, bias[:, None]], dim=1))
         self.layers.insert(location, layer)
         return layer
+
+    def insertion_kind(self, location: int) -> Dense:
+        """Every location takes a dense layer (see :mod:`topogrow.core.layer_kinds`)."""
+        return Dense()
+
+    def insertion_shape(self, location: int) -> tuple[int, int]:
+        """Shape ``(n, m)`` of the rows ``[W | b]`` of a layer inserted at ``location``."""
+        return self.width, self.width + 1
 
     def spec(self) -> dict[str, Any]:
         """The architecture as a JSON-able dict (rebuild with ``ResidualMLP(**spec)``)."""

@@ -1,0 +1,78 @@
+"""Kinds of inserted layer whose Hamiltonian Hessian has a closed form.
+
+Each kind computes ``f(x; W, b) = sigma(W . patch(x) + b)`` at some positions, for
+example once per sample (dense), once per pixel (convolution) or once per token.
+With ``u`` the patch augmented by a constant 1 and ``p_c`` the adjoint of output
+channel c at that position, METHOD.md gives one block per output channel::
+
+    B_c = sigma''(0) * sum over samples and positions of p_c u u^T
+
+A kind turns a state into its patches ``(B, P, m)`` and an adjoint into per-position
+rows ``(B, P, n)``; :func:`topogrow.core.hamiltonian.hamiltonian_blocks` does the rest.
+A layer's parameters are ``rows``: ``(n, m)`` = ``[W reshaped to (n, m - 1) | b]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch.nn import functional as F
+
+
+def augment(patches: torch.Tensor) -> torch.Tensor:
+    """Append a constant 1 to the last dimension: ``(..., m - 1) -> (..., m)``."""
+    ones = torch.ones(*patches.shape[:-1], 1, dtype=patches.dtype, device=patches.device)
+    return torch.cat([patches, ones], dim=-1)
+
+
+class LayerKind(Protocol):
+    """How a kind of inserted layer sees its input state and its output adjoint."""
+
+    def patches(self, state: torch.Tensor) -> torch.Tensor: ...
+
+    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``x -> x + sigma(W x + b)`` on states ``(B, n)``: one position per sample."""
+
+    def patches(self, state: torch.Tensor) -> torch.Tensor:
+        return augment(state)[:, None, :]
+
+    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        return adjoint[:, None, :]
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """``x -> x + sigma(K * x + b)`` on ``(B, C, H, W)``, C -> C channels, "same" padding.
+
+    The patch at a pixel is the unfolded ``C k k`` neighbourhood; rows are
+    ``[K reshaped to (C, C k k) | b]``.
+    """
+
+    kernel_size: int = 3
+
+    def patches(self, state: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        unfolded = F.unfold(state, kernel_size=k, padding=k // 2)  # (B, C k k, H W)
+        return augment(unfolded.transpose(1, 2))
+
+    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        return adjoint.flatten(2).transpose(1, 2)  # (B, H W, C)
+
+
+@dataclass(frozen=True)
+class Token:
+    """``x -> x + sigma(W LN(x) + b)`` on tokens ``(B, T, d)``; LN has no affine parameters."""
+
+    eps: float = 1e-5
+
+    def patches(self, state: torch.Tensor) -> torch.Tensor:
+        return augment(F.layer_norm(state, state.shape[-1:], eps=self.eps))
+
+    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        return adjoint
