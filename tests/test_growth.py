@@ -236,9 +236,9 @@ def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(tra
     assert record.location == proposal.location
     assert record.epsilon == search.epsilon
     layer = model.layers[record.location]
-    assert torch.equal(layer.affine.weight.detach(), record.epsilon * proposal.rows[:, :-1])
-    assert torch.equal(layer.affine.bias.detach(), record.epsilon * proposal.rows[:, -1])
-    rows = proposal.rows
+    assert torch.equal(layer.affine.weight.detach(), record.epsilon * proposal.direction[:, :-1])
+    assert torch.equal(layer.affine.bias.detach(), record.epsilon * proposal.direction[:, -1])
+    rows = proposal.direction
     norms = rows.norm(dim=1)
     assert int((norms > 0).sum()) == 1  # neurons=1: one active row, a unit eigenvector
     assert norms.max().item() == pytest.approx(1.0, rel=1e-12)

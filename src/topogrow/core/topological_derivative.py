@@ -14,7 +14,7 @@ import torch
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.batches import Data, iter_batches
 from topogrow.core.eigen import leading_block_eigenpairs
-from topogrow.core.hamiltonian import hamiltonian_blocks
+from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.losses import Loss, resolve_loss
 
 
@@ -102,6 +102,14 @@ class TopologicalDerivative:
         """
         rows = self.rows(location, epsilon, k, rel_threshold)
         return rows[:, :-1].clone(), rows[:, -1].clone()
+
+    def quadratic_form(self, location: int, rows: torch.Tensor) -> float:
+        """``phi^T Q_l phi`` for a layer with parameters ``rows`` ``(n, m)`` (needs ``keep_blocks``)."""
+        self._check_location(location)
+        if self.blocks is None:
+            raise ValueError("quadratic_form needs the blocks: call topological_derivative(..., keep_blocks=True)")
+        blocks = self.blocks[location]
+        return float(quadratic_form(blocks, rows.to(blocks.dtype)))
 
     def predicted_change(
         self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None

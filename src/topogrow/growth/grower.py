@@ -165,12 +165,12 @@ class Grower:
     def _insert(self, proposal: Proposal, train_source: DataSource) -> LineSearchResult:
         """Insert the proposed layer with the epsilon the line search picks; rebuild Adam."""
         reference = next(self.model.parameters())
-        rows = proposal.rows.to(device=reference.device, dtype=reference.dtype)
+        direction = proposal.direction.to(device=reference.device, dtype=reference.dtype)
         subset = train_source.subset(self.config.line_search_samples)
         layer = self.model.insert_layer(proposal.location)
 
         def evaluate(epsilon: float) -> float:
-            layer.load_rows(epsilon * rows)
+            layer.load_direction(epsilon * direction)
             return evaluate_loss(self.model, subset, self.loss)
 
         before = evaluate(0.0)

@@ -29,12 +29,14 @@ import torch
 
 from topogrow._validation import unknown_name_error
 from topogrow.core import TopologicalDerivative
-from topogrow.core.hamiltonian import quadratic_form
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A layer to insert: ``location`` and the direction ``rows`` = ``[W | b]`` at epsilon = 1.
+    """A layer to insert: ``location`` and its parameters ``direction`` at epsilon = 1.
+
+    For closed-form layer kinds the direction is the rows ``[W | b]`` ``(n, m)``; the
+    inserted layer's ``load_direction`` accepts it.
 
     ``curvature`` is ``phi^T Q phi`` when known, so that the predicted loss change
     of the insertion at epsilon is ``-(epsilon^2 / 2) * curvature``. With
@@ -42,7 +44,7 @@ class Proposal:
     """
 
     location: int
-    rows: torch.Tensor
+    direction: torch.Tensor
     curvature: float | None = None
     line_search: bool = True
 
@@ -99,8 +101,7 @@ class TDWhere(Strategy):
     def propose(self, model, td, generator):
         location = td.best_location
         rows = self._random_init(model, location, generator)
-        curvature = float(quadratic_form(td.blocks[location], rows))
-        return Proposal(location, rows, curvature, line_search=False)
+        return Proposal(location, rows, td.quadratic_form(location, rows), line_search=False)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,10 @@ class _RowsMixin:
         weight.copy_(rows[:, :-1].reshape(weight.shape))
         self.affine.bias.copy_(rows[:, -1])
 
+    def load_direction(self, direction: torch.Tensor) -> None:
+        """The growth loop's entry point: for row-kind layers, the same as :meth:`load_rows`."""
+        self.load_rows(direction)
+
 
 class ResidualDense(_RowsMixin, nn.Module):
     """``x -> x + sigma(W x + b)`` on ``(B, n)`` states; the identity when W = 0, b = 0."""
