@@ -1,0 +1,232 @@
+"""``ViT``: a small vision transformer that grows by token-wise layers or whole encoder blocks.
+
+States are the token sequences ``(B, T, d)`` between encoder blocks (``T`` = patches
++ 1 class token). Location 0 is right after the patch embedding; location ``depth``
+right before the final norm and head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from topogrow.core.layer_kinds import Token
+from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.layers import _RowsMixin
+from topogrow.nn.mlp import _positive_int
+
+
+class ResidualToken(_RowsMixin, nn.Module):
+    """``x -> x + sigma(W LN(x) + b)`` on tokens ``(B, T, d)``; LN without affine parameters,
+    so zero W and b give exactly the identity."""
+
+    def __init__(self, dim: int, activation: nn.Module) -> None:
+        super().__init__()
+        self.affine = nn.Linear(dim, dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.activation(self.affine(F.layer_norm(x, x.shape[-1:])))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out (softmax(q k^T / sqrt(d_h)) v), so that
+    second derivatives (``torch.func`` Hessian-vector products) work on every backend."""
+
+    def __init__(self, dim: int, heads: int, out_bias: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim, bias=out_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm encoder block: ``x + Attn(LN(x))``, then ``+ MLP(LN(.))``.
+
+    With ``norm_affine=False, out_bias=False`` (the insertable form) the block's
+    residual branch is zero, with zero first derivative, when all its parameters are
+    zero, so its topological derivative is second order (matrix-free path).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2, norm_affine: bool = True, out_bias: bool = True):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm_affine)
+        self.attention = SelfAttention(dim, heads, out_bias)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=norm_affine)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim, bias=out_bias)
+        )
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch g(x): ``block(x) = x + g(x)``."""
+        h = self.attention(self.norm1(x))
+        return h + self.mlp(self.norm2(x + h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+class ViT(nn.Module):
+    """A vision transformer seen as a discrete dynamical system on token sequences.
+
+    Args:
+        image_size: side of the (square) input images.
+        patch_size: side of a patch; must divide ``image_size``.
+        in_channels: image channels.
+        dim: token width d.
+        depth: number of encoder blocks to start from.
+        heads: attention heads.
+        out_features: classes.
+        mlp_ratio: hidden width of the MLP is ``mlp_ratio * dim``.
+        activation: sigma of inserted token-wise layers (sigma(0) = sigma'(0) = 0).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 28,
+        patch_size: int = 7,
+        in_channels: int = 1,
+        dim: int = 32,
+        depth: int = 1,
+        heads: int = 4,
+        out_features: int = 10,
+        mlp_ratio: int = 2,
+        activation: str | nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in [
+            ("image_size", image_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("dim", dim),
+            ("heads", heads),
+            ("out_features", out_features),
+            ("mlp_ratio", mlp_ratio),
+        ]:
+            _positive_int(name, value)
+        _positive_int("depth", depth, minimum=0)
+        if image_size % patch_size:
+            raise ValueError(f"patch_size ({patch_size}) must divide image_size ({image_size})")
+        self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
+        self.dim, self.heads, self.out_features, self.mlp_ratio = dim, heads, out_features, mlp_ratio
+        self.activation_name = (
+            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
+        )
+        self._activation = resolve_activation(activation)
+        self.activation_curvature = activation_curvature(self._activation)
+        n_tokens = (image_size // patch_size) ** 2 + 1
+        self.embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(0.02 * torch.randn(1, n_tokens, dim))
+        self.layers = nn.ModuleList(EncoderBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, out_features)
+        self._kinds = ["encoder"] * depth
+
+    @property
+    def depth(self) -> int:
+        """Residual layers (encoder blocks and inserted layers)."""
+        return len(self.layers)
+
+    @property
+    def locations(self) -> range:
+        return range(self.depth + 1)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected images of shape (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.position
+
+    def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits ``(B, classes)`` and the token states ``[x_0, ..., x_T]``, each ``(B, T, d)``."""
+        state = self._embed(x)
+        states = [state]
+        for layer in self.layers:
+            state = layer(state)
+            states.append(state)
+        return self.head(self.norm(state[:, 0])), states
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = self._embed(x)
+        for layer in self.layers:
+            state = layer(state)
+        return self.head(self.norm(state[:, 0]))
+
+    def _check_location(self, location: int) -> None:
+        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
+            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
+
+    def insert_layer(
+        self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> ResidualToken:
+        """Insert a token-wise layer ``x + sigma(W LN(x) + b)`` after state ``location``."""
+        self._check_location(location)
+        d = self.dim
+        weight = torch.zeros(d, d) if weight is None else torch.as_tensor(weight)
+        bias = torch.zeros(d) if bias is None else torch.as_tensor(bias)
+        if weight.shape != (d, d) or bias.shape != (d,):
+            raise ValueError(
+                f"weight and bias must have shapes ({d}, {d}) and ({d},), got "
+                f"{tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError("weight and bias of an inserted layer must be finite")
+        reference = self.head.weight
+        layer = ResidualToken(d, copy.deepcopy(self._activation)).to(device=reference.device, dtype=reference.dtype)
+        layer.load_rows(torch.cat([weight, bias[:, None]], dim=1))
+        self.layers.insert(location, layer)
+        self._kinds.insert(location, "token")
+        return layer
+
+    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
+        """Insert any residual module (``x -> x + g(x)``) after state ``location``."""
+        self._check_location(location)
+        reference = self.head.weight
+        module = module.to(device=reference.device, dtype=reference.dtype)
+        self.layers.insert(location, module)
+        self._kinds.insert(location, "block")
+        return module
+
+    def insertion_kind(self, location: int) -> Token:
+        return Token()
+
+    def insertion_shape(self, location: int) -> tuple[int, int]:
+        return self.dim, self.dim + 1
+
+    def encoder_block(self) -> EncoderBlock:
+        """A fresh insertable encoder block (no norm affine, no output biases) for this width."""
+        return EncoderBlock(self.dim, self.heads, self.mlp_ratio, norm_affine=False, out_bias=False)
+
+    def spec(self) -> dict[str, Any]:
+        """Architecture as a JSON-able dict; ``layers`` lists the kind of each residual layer."""
+        return {
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "in_channels": self.in_channels,
+            "dim": self.dim,
+            "depth": self.depth,
+            "heads": self.heads,
+            "out_features": self.out_features,
+            "mlp_ratio": self.mlp_ratio,
+            "activation": self.activation_name,
+            "layers": list(self._kinds),
+        }
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
