@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from topogrow.app.experiment import DEFAULT_STRATEGIES, ModelConfig, compare, run
+from topogrow.app.experiment import DEFAULT_STRATEGIES, MODELS, ModelConfig, compare, run
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
@@ -47,7 +47,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--n-train", type=int, help="use only this many training samples")
     net = parser.add_argument_group("network")
-    net.add_argument("--width", type=int, default=m.width, help="state width n (default %(default)s)")
+    net.add_argument(
+        "--model",
+        choices=MODELS,
+        default=m.family,
+        help="mlp (ResidualMLP), cnn (ResidualCNN, two stages) or vit (ViT); default %(default)s",
+    )
+    net.add_argument(
+        "--width",
+        type=int,
+        default=m.width,
+        help="MLP state width, CNN channels of the first stage, ViT token width (default %(default)s)",
+    )
     net.add_argument(
         "--initial-depth", type=int, default=m.initial_depth, help="residual layers to start from (default %(default)s)"
     )
@@ -166,9 +177,10 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
         seed=args.seed,
         device=args.device,
     )
-    if args.width < 1 or args.initial_depth < 0:
-        raise ValueError(f"--width must be >= 1 and --initial-depth >= 0, got {args.width}, {args.initial_depth}")
-    return growth, ModelConfig(width=args.width, initial_depth=args.initial_depth, activation=args.activation)
+    model = ModelConfig(
+        width=args.width, initial_depth=args.initial_depth, activation=args.activation, family=args.model
+    )
+    return growth, model
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -10,20 +12,82 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from topogrow._validation import unknown_name_error
 from topogrow.app.tasks import Task, make_task
 from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
 from topogrow.nn import ResidualMLP
+from topogrow.nn.vit import ViT
 
 DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "scratch")
 
 
+MODELS = ("mlp", "cnn", "vit")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """The initial network: a ResidualMLP of this width and depth."""
+    """The initial network.
+
+    ``family`` is ``"mlp"`` (ResidualMLP of state width ``width``), ``"cnn"``
+    (ResidualCNN with two stages of ``width`` and ``2 * width`` channels) or ``"vit"``
+    (ViT with token width ``width``, 4 heads, 7x7 patches on 28x28 images).
+    ``initial_depth`` residual layers to start from (per stage for the CNN).
+    """
 
     width: int = 32
     initial_depth: int = 1
     activation: str = "silu-tanh"
+    family: str = "mlp"
+
+    def __post_init__(self) -> None:
+        if self.family not in MODELS:
+            raise unknown_name_error("model", self.family, MODELS)
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
+        if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or self.initial_depth < 0:
+            raise ValueError(f"initial depth must be an integer >= 0, got {self.initial_depth!r}")
+
+
+def input_shape(task: Task) -> tuple[int, ...]:
+    """Per-sample input shape of a task, e.g. ``(8,)`` or ``(1, 28, 28)``."""
+    return tuple(task.X_train.shape[1:])
+
+
+def build_model(task: Task, config: ModelConfig, depth: int | None = None) -> torch.nn.Module:
+    """The initial network of ``config.family`` for ``task`` (``depth`` overrides the initial depth)."""
+    depth = config.initial_depth if depth is None else depth
+    shape = input_shape(task)
+    if config.family == "mlp":
+        return ResidualMLP(math.prod(shape), config.width, depth, task.out_features, config.activation)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"model '{config.family}' needs square images (C, H, H), task {task.name} has inputs {shape}")
+    if config.family == "cnn":
+        from topogrow.nn.cnn import ResidualCNN
+
+        depths = (depth, depth) if isinstance(depth, int) else tuple(depth)
+        return ResidualCNN(
+            shape[0], (config.width, 2 * config.width), depths, task.out_features, activation=config.activation
+        )
+    patch = 7 if shape[1] % 7 == 0 else (4 if shape[1] % 4 == 0 else shape[1])
+    return ViT(
+        shape[1],
+        patch,
+        shape[0],
+        config.width,
+        depth,
+        heads=4 if config.width % 4 == 0 else 1,
+        out_features=task.out_features,
+        activation=config.activation,
+    )
+
+
+def _flatten_images(task: Task) -> Task:
+    """The MLP sees images as vectors: the same task with flattened inputs."""
+    if task.X_train.ndim == 2:
+        return task
+    return dataclasses.replace(
+        task, X_train=task.X_train.flatten(1), X_val=task.X_val.flatten(1), X_test=task.X_test.flatten(1)
+    )
 
 
 @dataclass
@@ -47,12 +111,20 @@ class RunResult:
 
 
 def run(
-    task: Task, growth: GrowthConfig, model: ModelConfig, initial_depth: int | None = None, progress: bool = False
-) -> tuple[RunResult, ResidualMLP]:
-    """Build the initial network (seeded), grow and train it, score it on the test set."""
+    task: Task,
+    growth: GrowthConfig,
+    model: ModelConfig,
+    initial_depth: int | tuple[int, ...] | None = None,
+    progress: bool = False,
+) -> tuple[RunResult, torch.nn.Module]:
+    """Build the initial network (seeded), grow and train it, score it on the test set.
+
+    ``initial_depth`` overrides the config's (an int, or per-stage depths for the CNN).
+    """
     torch.manual_seed(growth.seed)
-    depth = model.initial_depth if initial_depth is None else initial_depth
-    network = ResidualMLP(task.in_features, model.width, depth, task.out_features, model.activation)
+    if model.family == "mlp":
+        task = _flatten_images(task)
+    network = build_model(task, model, initial_depth)
     start = time.perf_counter()
     grower = Grower(network, task.loss, growth)
     history = grower.fit((task.X_train, task.y_train), (task.X_val, task.y_val), progress=progress)
@@ -152,7 +224,7 @@ def compare(
             depth = None
             if name == "scratch":
                 config = config.replace(final_epochs=td_result.total_epochs)
-                depth = td_result.final_depth
+                depth = td_result.spec.get("depths", td_result.final_depth)
             bar.set_postfix(seed=seed, strategy=name)
             result, _ = run(task, config, model, initial_depth=depth)
             if name == "td":
