@@ -45,3 +45,22 @@ class ResidualDense(_RowsMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.activation(self.affine(x))
+
+
+class ResidualConv(_RowsMixin, nn.Module):
+    """``x -> x + sigma(K * x + b)`` on ``(B, C, H, W)`` states, C -> C channels, "same" padding.
+
+    The identity when K = 0, b = 0. Rows are ``[K reshaped to (C, C k k) | b]``: the
+    channel-major order of ``F.unfold``, the layout of
+    :class:`topogrow.core.layer_kinds.Conv2d` patches.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, activation: nn.Module) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.affine = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.activation(self.affine(x))

@@ -1,0 +1,217 @@
+"""``ResidualCNN``: stem, stages of residual convolutions, pooling, head; grows by ``insert_layer``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from topogrow.core.layer_kinds import Conv2d
+from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.layers import ResidualConv
+from topogrow.nn.mlp import _positive_int
+
+
+def _int_sequence(name: str, value: Any, minimum: int) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {value!r}")
+    return tuple(_positive_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+
+
+def _image_size(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"image_size must be None, an integer or a pair (H, W) of integers >= 1, got {value!r}")
+    return _positive_int("image_size[0]", value[0]), _positive_int("image_size[1]", value[1])
+
+
+class ResidualCNN(nn.Module):
+    """A residual CNN viewed as a discrete dynamical system (METHOD.md section 1).
+
+    ``x_0 = tanh(conv(a))`` lifts the image to ``channels[0]``; stage i holds
+    ``depths[i]`` residual layers ``x -> x + sigma(K * x + b)`` ("same" padding,
+    ``channels[i]`` channels); between stages a stride-2 3x3 convolution and tanh
+    change the channel count and halve the resolution; then global average
+    pooling and a linear head.
+
+    Insertion locations are all states inside stages: stage i has ``depths[i] + 1``
+    positions (0 is right after the stem/downsampling, ``depths[i]`` right before the
+    next downsampling or the pooling), flattened in order into ``0..len(locations) - 1``.
+    :meth:`stage_position` maps a flat location to ``(stage, position)``.
+
+    Args:
+        in_channels: channels of the input images.
+        channels: channel count of each stage.
+        depths: residual layers in each stage (each may be 0).
+        out_features: output dimension.
+        kernel_size: odd kernel size of the stem and residual convolutions.
+        activation: sigma for the residual layers, as for ``ResidualMLP``.
+        image_size: if given (``int`` or ``(H, W)``), inputs must have this size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int] = (8, 16),
+        depths: Sequence[int] = (1, 1),
+        out_features: int = 10,
+        kernel_size: int = 3,
+        activation: str | nn.Module | None = None,
+        image_size: int | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.channels = _int_sequence("channels", channels, 1)
+        depths = _int_sequence("depths", depths, 0)
+        if len(depths) != len(self.channels):
+            raise ValueError(
+                f"depths must give one depth per stage ({len(self.channels)} stages in channels), got {list(depths)}"
+            )
+        self.out_features = _positive_int("out_features", out_features)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
+        self.image_size = _image_size(image_size)
+        self.activation_name = (
+            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
+        )
+        self._activation = resolve_activation(activation)
+        self.activation_curvature = activation_curvature(self._activation)
+
+        k = self.kernel_size
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, self.channels[0], k, padding=k // 2), nn.Tanh())
+        self.stages = nn.ModuleList(
+            nn.ModuleList(self._new_layer(c) for _ in range(d)) for c, d in zip(self.channels, depths, strict=True)
+        )
+        self.downsamples = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.Tanh())
+            for a, b in zip(self.channels[:-1], self.channels[1:], strict=True)
+        )
+        self.head = nn.Linear(self.channels[-1], out_features)
+
+    def _new_layer(self, channels: int) -> ResidualConv:
+        return ResidualConv(channels, self.kernel_size, copy.deepcopy(self._activation))
+
+    # ------------------------------------------------------------ structure
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The number of residual layers in each stage."""
+        return tuple(len(stage) for stage in self.stages)
+
+    @property
+    def depth(self) -> int:
+        """The total number of residual layers T."""
+        return sum(self.depths)
+
+    @property
+    def layers(self) -> tuple[ResidualConv, ...]:
+        """Every residual layer, stage by stage."""
+        return tuple(layer for stage in self.stages for layer in stage)
+
+    @property
+    def locations(self) -> range:
+        """Flat insertion locations: ``depths[i] + 1`` positions per stage, in order."""
+        return range(self.depth + len(self.stages))
+
+    def stage_position(self, location: int) -> tuple[int, int]:
+        """``(stage, position)`` of a flat location; position p is the state after p layers of the stage."""
+        n = len(self.locations)
+        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location < n:
+            raise ValueError(f"location must be an integer in 0..{n - 1}, got {location!r}")
+        for stage, depth in enumerate(self.depths):
+            if location <= depth:
+                return stage, location
+            location -= depth + 1
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        size = "H, W" if self.image_size is None else f"{self.image_size[0]}, {self.image_size[1]}"
+        ok = x.ndim == 4 and x.shape[1] == self.in_channels
+        if ok and self.image_size is not None:
+            ok = tuple(x.shape[2:]) == self.image_size
+        if not ok:
+            raise ValueError(f"expected input of shape (batch, {self.in_channels}, {size}), got {tuple(x.shape)}")
+
+    # -------------------------------------------------------------- forward
+    def _run(self, x: torch.Tensor, states: list[torch.Tensor] | None) -> torch.Tensor:
+        self._check_input(x)
+        state = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                state = self.downsamples[i - 1](state)
+            if states is not None:
+                states.append(state)
+            for layer in stage:
+                state = layer(state)
+                if states is not None:
+                    states.append(state)
+        return self.head(state.mean(dim=(2, 3)))
+
+    def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Prediction ``(B, out)`` and one state ``(B, C_i, H_i, W_i)`` per location, in order."""
+        states: list[torch.Tensor] = []
+        prediction = self._run(x, states)
+        return prediction, states
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None)
+
+    # --------------------------------------------------------------- growth
+    def insert_layer(
+        self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> ResidualConv:
+        """Insert ``x -> x + sigma(K * x + b)`` at flat ``location``; zeros by default.
+
+        ``weight`` is ``(C, C, k, k)`` or flat ``(C, C k k)`` (channel-major, as
+        ``F.unfold`` and :meth:`TopologicalDerivative.layer` give it); ``bias`` is ``(C,)``.
+        With zero weight and bias the network's outputs are exactly unchanged.
+        Returns the new layer (already on the model's device and dtype).
+        """
+        stage, position = self.stage_position(location)
+        c, k = self.channels[stage], self.kernel_size
+        reference = self.head.weight
+        weight = torch.zeros(c, c * k * k) if weight is None else torch.as_tensor(weight)
+        bias = torch.zeros(c) if bias is None else torch.as_tensor(bias)
+        if weight.shape not in ((c, c, k, k), (c, c * k * k)):
+            raise ValueError(
+                f"weight must have shape ({c}, {c}, {k}, {k}) or ({c}, {c * k * k}), got {tuple(weight.shape)}"
+            )
+        if bias.shape != (c,):
+            raise ValueError(f"bias must have shape ({c},), got {tuple(bias.shape)}")
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError("weight and bias of an inserted layer must be finite")
+        layer = self._new_layer(c).to(device=reference.device, dtype=reference.dtype)
+        layer.load_rows(torch.cat([weight.reshape(c, -1), bias[:, None]], dim=1))
+        self.stages[stage].insert(position, layer)
+        return layer
+
+    def insertion_kind(self, location: int) -> Conv2d:
+        """Every location takes a "same" convolution (see :mod:`topogrow.core.layer_kinds`)."""
+        self.stage_position(location)
+        return Conv2d(self.kernel_size)
+
+    def insertion_shape(self, location: int) -> tuple[int, int]:
+        """Shape ``(C, C k k + 1)`` of the rows ``[K | b]`` of a layer inserted at ``location``."""
+        c = self.channels[self.stage_position(location)[0]]
+        return c, c * self.kernel_size**2 + 1
+
+    def spec(self) -> dict[str, Any]:
+        """The architecture as a JSON-able dict (rebuild with ``ResidualCNN(**spec)``)."""
+        return {
+            "in_channels": self.in_channels,
+            "channels": list(self.channels),
+            "depths": list(self.depths),
+            "out_features": self.out_features,
+            "kernel_size": self.kernel_size,
+            "activation": self.activation_name,
+            "image_size": None if self.image_size is None else list(self.image_size),
+        }
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
