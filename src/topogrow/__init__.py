@@ -2,14 +2,17 @@
 
 from topogrow.core import TopologicalDerivative, topological_derivative
 from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
-from topogrow.nn import ResidualMLP
+from topogrow.nn import ResidualCNN, ResidualMLP
+from topogrow.nn.vit import ViT
 
 __all__ = [
     "STRATEGIES",
     "GrowthConfig",
     "GrowthHistory",
     "Grower",
+    "ResidualCNN",
     "ResidualMLP",
+    "ViT",
     "TopologicalDerivative",
     "topological_derivative",
 ]

@@ -17,6 +17,8 @@ from topogrow.core.eigen import leading_block_eigenpairs
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.losses import Loss, resolve_loss
 
+PATCH_BUDGET = 1 << 22  # state numbers per chunk when forming patches (about 16 MB in float32)
+
 
 @dataclass(frozen=True)
 class TopologicalDerivative:
@@ -165,8 +167,15 @@ def topological_derivative(
             contributions = []
             for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
                 kind = model.insertion_kind(location)
-                block = hamiltonian_blocks(kind.patches(state), kind.adjoint_rows(adjoint), curvature)
-                contributions.append(block.double())
+                # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
+                step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
+                block = sum(
+                    hamiltonian_blocks(
+                        kind.patches(state[i : i + step]), kind.adjoint_rows(adjoint[i : i + step]), curvature
+                    ).double()
+                    for i in range(0, state.shape[0], step)
+                )
+                contributions.append(block)
             blocks = contributions if blocks is None else [a + b for a, b in zip(blocks, contributions, strict=True)]
             total += x.shape[0]
             loss_sum += value * x.shape[0]
