@@ -14,11 +14,21 @@ from topogrow.core.hamiltonian import (
 )
 from topogrow.core.layer_kinds import Conv2d, Dense, LayerKind, Token
 from topogrow.core.losses import resolve_loss
+from topogrow.core.matrix_free import (
+    FirstOrder,
+    HamiltonianHessian,
+    MatrixFreeTopologicalDerivative,
+    leading_operator_eigenpairs,
+    matrix_free_topological_derivative,
+)
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
     "Conv2d",
     "Dense",
+    "FirstOrder",
+    "HamiltonianHessian",
+    "MatrixFreeTopologicalDerivative",
     "LayerKind",
     "Token",
     "hamiltonian_blocks",
@@ -29,6 +39,8 @@ __all__ = [
     "dense_hamiltonian_blocks",
     "dense_quadratic_form",
     "leading_block_eigenpairs",
+    "leading_operator_eigenpairs",
+    "matrix_free_topological_derivative",
     "resolve_loss",
     "states_and_adjoints",
     "topological_derivative",

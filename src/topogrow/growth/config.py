@@ -9,6 +9,7 @@ from typing import Any
 from topogrow._validation import unknown_name_error
 from topogrow.growth.line_search import DEFAULT_EPSILONS
 from topogrow.growth.strategies import STRATEGIES
+from topogrow.nn.blocks import BLOCKS
 
 SCHEDULES = ("fixed", "plateau")
 
@@ -33,6 +34,10 @@ class GrowthConfig:
         line_search_samples: training samples the line search evaluates (a fixed subset).
         seed: seeds initialisation, shuffling and random strategies.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
+        block: grow by this registered block (:data:`topogrow.nn.blocks.BLOCKS`, e.g.
+            ``"gelu-mlp"``) with the matrix-free topological derivative; ``None`` grows
+            by the model's closed-form layer. The model needs ``insert_block``. The
+            top ``max(4, neurons)`` eigenpairs are computed per location.
     """
 
     strategy: str = "td"
@@ -54,12 +59,15 @@ class GrowthConfig:
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
     seed: int = 0
     device: str | None = None
+    block: str | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise unknown_name_error("strategy", self.strategy, STRATEGIES)
         if self.schedule not in SCHEDULES:
             raise unknown_name_error("schedule", self.schedule, SCHEDULES)
+        if self.block is not None and self.block not in BLOCKS:
+            raise unknown_name_error("block", self.block, BLOCKS)
         for name in (
             "max_depth",
             "epochs_per_stage",

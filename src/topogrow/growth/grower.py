@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from topogrow.core import TopologicalDerivative, resolve_loss, topological_derivative
+from topogrow.core import (
+    MatrixFreeTopologicalDerivative,
+    TopologicalDerivative,
+    matrix_free_topological_derivative,
+    resolve_loss,
+    topological_derivative,
+)
 from topogrow.core.losses import Loss
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
@@ -22,6 +28,7 @@ from topogrow.growth.training import (
     resolve_device,
     train_epoch,
 )
+from topogrow.nn.blocks import ResidualBlock, make_block
 
 
 class Grower:
@@ -33,8 +40,12 @@ class Grower:
     stops, the final network trains ``final_epochs`` more epochs.
 
     Stop rules: ``max_depth`` reached; every mu_l <= ``tolerance`` (strategies that
-    compute the topological derivative); validation not improving for
-    ``growth_patience`` stages.
+    compute the topological derivative; with a block, also no first-order location);
+    validation not improving for ``growth_patience`` stages.
+
+    With ``config.block`` set (a name in :data:`topogrow.nn.blocks.BLOCKS`) the model
+    grows by that block: the topological derivative is the matrix-free one and each
+    insertion is a zero ``ResidualBlock`` put in by ``model.insert_block``.
 
     Example::
 
@@ -48,7 +59,14 @@ class Grower:
         config = config or GrowthConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.loss = resolve_loss(loss)
-        self.strategy = make_strategy(self.config.strategy, self.config.neurons, self.config.rel_threshold)
+        self.strategy = make_strategy(
+            self.config.strategy, self.config.neurons, self.config.rel_threshold, block=self.config.block
+        )
+        if self.config.block is not None and not callable(getattr(model, "insert_block", None)):
+            raise TypeError(
+                f"config.block={self.config.block!r} grows by inserting blocks, but {type(model).__name__} has no "
+                "insert_block(location, module); use block=None (its closed-form layer) or a model with insert_block"
+            )
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.history = GrowthHistory(strategy=self.config.strategy)
@@ -123,7 +141,8 @@ class Grower:
             if reason is None and self.strategy.uses_td:
                 td = self._topological_derivative(train_source)
                 record.eigenvalues = td.eigenvalues.tolist()
-                if float(td.eigenvalues.max()) <= cfg.tolerance:
+                first_order = isinstance(td, MatrixFreeTopologicalDerivative) and bool(td.first_order_locations)
+                if float(td.eigenvalues.max()) <= cfg.tolerance and not first_order:
                     reason = f"max mu_l = {float(td.eigenvalues.max()):.3g} <= tolerance {cfg.tolerance:g}"
             if reason is not None:
                 self.history.stop_reason = reason
@@ -134,7 +153,7 @@ class Grower:
             record.epsilon = search.epsilon
             record.actual_change = search.change
             if proposal.curvature is not None:
-                record.predicted_change = -0.5 * search.epsilon**2 * proposal.curvature
+                record.predicted_change = proposal.predicted_change(search.epsilon)
             record.wall_time = time.perf_counter() - self._start
             stage += 1
 
@@ -153,7 +172,20 @@ class Grower:
         self._bar.set_postfix(depth=record.depth, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         return record
 
-    def _topological_derivative(self, train_source: DataSource) -> TopologicalDerivative:
+    def _topological_derivative(
+        self, train_source: DataSource
+    ) -> TopologicalDerivative | MatrixFreeTopologicalDerivative:
+        cfg = self.config
+        if cfg.block is not None:
+            return matrix_free_topological_derivative(
+                self.model,
+                train_source.data,
+                self.loss,
+                lambda location: make_block(cfg.block, self.model, location),
+                k=max(4, cfg.neurons or 1),
+                batch_size=cfg.td_batch_size,
+                keep_operators=self.strategy.keep_blocks,
+            )
         return topological_derivative(
             self.model,
             train_source.data,
@@ -167,7 +199,11 @@ class Grower:
         reference = next(self.model.parameters())
         direction = proposal.direction.to(device=reference.device, dtype=reference.dtype)
         subset = train_source.subset(self.config.line_search_samples)
-        layer = self.model.insert_layer(proposal.location)
+        if self.config.block is None:
+            layer = self.model.insert_layer(proposal.location)
+        else:
+            block = make_block(self.config.block, self.model, proposal.location, generator=self._generator)
+            layer = self.model.insert_block(proposal.location, ResidualBlock(block).zero_())
 
         def evaluate(epsilon: float) -> float:
             layer.load_direction(epsilon * direction)

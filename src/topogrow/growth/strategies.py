@@ -19,6 +19,11 @@ search returns epsilon = 0, a zero layer that can never train.)
   of Net2DeeperNet / AutoGrow). With sigma'(0) = 0 a zero layer has zero gradient,
   so it stays zero: the baseline shows what first-order growth misses.
 - ``scratch``: never grows; used to train a fixed architecture from scratch.
+
+With a registered *block* (``GrowthConfig.block``, see :mod:`topogrow.nn.blocks`)
+the direction is the block's flat parameter vector instead of rows, the
+topological derivative is the matrix-free one, and "random initialisation" is the
+block's own default initialisation, flattened.
 """
 
 from __future__ import annotations
@@ -28,25 +33,35 @@ from dataclasses import dataclass, field
 import torch
 
 from topogrow._validation import unknown_name_error
-from topogrow.core import TopologicalDerivative
+from topogrow.core import MatrixFreeTopologicalDerivative, TopologicalDerivative
+from topogrow.nn.blocks import make_block
 
 
 @dataclass(frozen=True)
 class Proposal:
     """A layer to insert: ``location`` and its parameters ``direction`` at epsilon = 1.
 
-    For closed-form layer kinds the direction is the rows ``[W | b]`` ``(n, m)``; the
-    inserted layer's ``load_direction`` accepts it.
+    For closed-form layer kinds the direction is the rows ``[W | b]`` ``(n, m)``; for a
+    block, its flat parameter vector. The inserted layer's ``load_direction`` accepts it.
 
-    ``curvature`` is ``phi^T Q phi`` when known, so that the predicted loss change
-    of the insertion at epsilon is ``-(epsilon^2 / 2) * curvature``. With
-    ``line_search=False`` the layer is inserted as given (epsilon = 1).
+    ``curvature`` is ``phi^T Q phi`` when known and ``slope`` the first-order rate
+    ``G . phi`` (zero unless a block's expansion is first order), so that the
+    predicted loss change of the insertion at epsilon is
+    ``-epsilon * slope - (epsilon^2 / 2) * curvature``. With ``line_search=False`` the
+    layer is inserted as given (epsilon = 1).
     """
 
     location: int
     direction: torch.Tensor
     curvature: float | None = None
     line_search: bool = True
+    slope: float = 0.0
+
+    def predicted_change(self, epsilon: float) -> float | None:
+        """The model of the loss change at ``epsilon`` (``None`` if the curvature is unknown)."""
+        if self.curvature is None:
+            return None
+        return -epsilon * self.slope - 0.5 * epsilon**2 * self.curvature
 
 
 @dataclass(frozen=True)
@@ -59,22 +74,42 @@ class Strategy:
     neurons: int | None = None
     rel_threshold: float = 0.1
     keep_blocks: bool = field(default=False, repr=False)
+    block: str | None = None
 
-    def propose(self, model, td: TopologicalDerivative | None, generator: torch.Generator) -> Proposal:
+    def propose(
+        self, model, td: TopologicalDerivative | MatrixFreeTopologicalDerivative | None, generator: torch.Generator
+    ) -> Proposal:
         raise NotImplementedError
 
     # Shared pieces -------------------------------------------------------------
-    def _td_direction(self, td: TopologicalDerivative, location: int) -> tuple[torch.Tensor, float]:
-        chosen = td.neurons(location, self.neurons, self.rel_threshold)
+    def _td_proposal(self, td, location: int) -> Proposal:
+        """The TD direction at ``location``, with its predicted-change terms."""
         rows = td.rows(location, 1.0, self.neurons, self.rel_threshold)
-        return rows, float(td.block_eigenvalues[location][chosen].sum())
+        if isinstance(td, MatrixFreeTopologicalDerivative):
+            return Proposal(
+                location,
+                rows,
+                td.curvature(location, self.neurons, self.rel_threshold),
+                slope=td.slope(location),
+            )
+        chosen = td.neurons(location, self.neurons, self.rel_threshold)
+        return Proposal(location, rows, float(td.block_eigenvalues[location][chosen].sum()))
 
-    @staticmethod
-    def _random_init(model, location: int, generator: torch.Generator) -> torch.Tensor:
+    def _random_init(self, model, location: int, generator: torch.Generator) -> torch.Tensor:
         """PyTorch's default ``nn.Linear``/``nn.Conv2d`` initialisation: uniform in
-        +-1/sqrt(fan_in), for weights and biases alike."""
+        +-1/sqrt(fan_in), for weights and biases alike; for a block, its own default
+        initialisation (drawn from ``generator``), flattened."""
+        if self.block is not None:
+            block = make_block(self.block, model, location, generator=generator)
+            return torch.nn.utils.parameters_to_vector(block.parameters()).detach().double()
         n, m = model.insertion_shape(location)
         return (2 * torch.rand(n, m, generator=generator, dtype=torch.float64) - 1) * (m - 1) ** -0.5
+
+    def _zero_direction(self, model, location: int) -> torch.Tensor:
+        if self.block is not None:
+            block = make_block(self.block, model, location, generator=torch.Generator())  # global RNG untouched
+            return torch.zeros(sum(p.numel() for p in block.parameters()), dtype=torch.float64)
+        return torch.zeros(model.insertion_shape(location))
 
     @staticmethod
     def _random_location(model, generator: torch.Generator) -> int:
@@ -87,9 +122,7 @@ class TD(Strategy):
     uses_td: bool = True
 
     def propose(self, model, td, generator):
-        location = td.best_location
-        rows, curvature = self._td_direction(td, location)
-        return Proposal(location, rows, curvature)
+        return self._td_proposal(td, td.best_location)
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,9 @@ class TDWhere(Strategy):
     def propose(self, model, td, generator):
         location = td.best_location
         rows = self._random_init(model, location, generator)
+        if isinstance(td, MatrixFreeTopologicalDerivative) and td.slope(location) > 0:
+            # first order there: the model is the linear term alone (see FirstOrder)
+            return Proposal(location, rows, 0.0, line_search=False, slope=td.linear_form(location, rows))
         return Proposal(location, rows, td.quadratic_form(location, rows), line_search=False)
 
 
@@ -110,9 +146,7 @@ class TDHow(Strategy):
     uses_td: bool = True
 
     def propose(self, model, td, generator):
-        location = self._random_location(model, generator)
-        rows, curvature = self._td_direction(td, location)
-        return Proposal(location, rows, curvature)
+        return self._td_proposal(td, self._random_location(model, generator))
 
 
 @dataclass(frozen=True)
@@ -130,7 +164,7 @@ class Zero(Strategy):
 
     def propose(self, model, td, generator):
         location = model.locations[-1]
-        return Proposal(location, torch.zeros(model.insertion_shape(location)), 0.0, line_search=False)
+        return Proposal(location, self._zero_direction(model, location), 0.0, line_search=False)
 
 
 @dataclass(frozen=True)
@@ -149,8 +183,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(name: str, neurons: int | None = None, rel_threshold: float = 0.1) -> Strategy:
-    """The strategy registered under ``name`` (see :data:`STRATEGIES`)."""
+def make_strategy(
+    name: str, neurons: int | None = None, rel_threshold: float = 0.1, block: str | None = None
+) -> Strategy:
+    """The strategy registered under ``name`` (see :data:`STRATEGIES`), growing by the
+    closed-form layer (``block=None``) or by a registered block."""
     if name not in STRATEGIES:
         raise unknown_name_error("strategy", name, STRATEGIES)
-    return STRATEGIES[name](neurons=neurons, rel_threshold=rel_threshold)
+    return STRATEGIES[name](neurons=neurons, rel_threshold=rel_threshold, block=block)

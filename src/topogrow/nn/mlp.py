@@ -118,6 +118,28 @@ class ResidualMLP(nn.Module):
         self.layers.insert(location, layer)
         return layer
 
+    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
+        """Insert a residual module (``x -> x + g(x)``, e.g. a ``ResidualBlock``) after state ``location``.
+
+        The module is moved to the model's device and dtype and must map ``(B, width)``
+        to ``(B, width)``; the depth grows by one. Returns the module. :meth:`spec` records
+        only the depth, so ``ResidualMLP(**spec)`` rebuilds such a module as a dense layer.
+        """
+        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
+            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
+        reference = self.head.weight
+        module = module.to(device=reference.device, dtype=reference.dtype)
+        probe = torch.zeros(1, self.width, device=reference.device, dtype=reference.dtype)
+        with torch.no_grad():
+            out = module(probe)
+        if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"an inserted module must map (batch, {self.width}) to the same shape, got {shape}")
+        self.layers.insert(location, module)
+        return module
+
     def insertion_kind(self, location: int) -> Dense:
         """Every location takes a dense layer (see :mod:`topogrow.core.layer_kinds`)."""
         return Dense()

@@ -1,0 +1,232 @@
+"""Blocks to grow by: any module ``g`` inserted as ``x -> x + g(x)``, and a registry of them.
+
+A block ``g(x; theta)`` can be inserted when ``g(x; 0) = 0`` (zero parameters leave
+the network unchanged). Its topological derivative comes from
+:func:`topogrow.core.matrix_free.matrix_free_topological_derivative`, which
+flattens the parameters in the order of ``block.parameters()``; so does
+:meth:`ResidualBlock.load_direction`, so a direction from the core loads as is.
+
+Built-in blocks (each a factory ``factory(model, location) -> nn.Module``, with the
+feature dimension read from ``model.insertion_shape(location)[0]``):
+
+- ``"dense"``: ``sigma(W x + b)`` with the model's activation (sigma'(0) = 0): the
+  closed-form layer of METHOD.md, useful to check the matrix-free path against it.
+- ``"conv"``: ``sigma(K * x + b)``, "same" convolution (the model's ``kernel_size``, else 3)
+  on ``(B, C, H, W)`` states.
+- ``"gelu-mlp"``: ``W2 GELU(W1 x + b1)`` with hidden width equal to the feature
+  dimension. At zero parameters both the output and its parameter gradient vanish
+  (W2 = 0 and GELU(0) = 0), so the expansion is second order; its leading eigenvalue
+  is GELU'(0) = 1/2 times the top singular value of ``sum_s p_s [x_s; 1]^T``. An output
+  bias ``b2`` would make it first order (``d g / d b2 = I``), so it has none.
+
+Register your own with :func:`register_block`::
+
+    register_block("tanh-mlp", lambda model, location: MyBlock(model.width))
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from topogrow._validation import unknown_name_error
+from topogrow.nn.activations import resolve_activation
+
+BlockFactory = Callable[[nn.Module, int], nn.Module]
+
+__all__ = [
+    "BLOCKS",
+    "BlockFactory",
+    "ConvBlock",
+    "DenseBlock",
+    "GeluMLP",
+    "ResidualBlock",
+    "make_block",
+    "register_block",
+]
+
+
+class ResidualBlock(nn.Module):
+    """``x -> x + g(x)`` for a block module ``g``; the identity when ``g``'s parameters are zero.
+
+    Its parameters are read and written as one flat vector in the order of
+    ``g.parameters()`` (:func:`torch.nn.utils.parameters_to_vector`), the layout of
+    the matrix-free topological derivative.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(block, nn.Module):
+            raise TypeError(f"expected the block to be an nn.Module, got {type(block).__name__}")
+        if next(block.parameters(), None) is None:
+            raise ValueError(f"the block {type(block).__name__} has no parameters: there is nothing to grow")
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.block.parameters())
+
+    def direction(self) -> torch.Tensor:
+        """The block's parameters as one flat, detached vector ``(n_parameters,)``."""
+        return torch.nn.utils.parameters_to_vector(self.block.parameters()).detach().clone()
+
+    def rows(self) -> torch.Tensor:
+        """Same as :meth:`direction` (a block's "rows" are its flat parameter vector)."""
+        return self.direction()
+
+    @torch.no_grad()
+    def load_direction(self, direction: torch.Tensor) -> None:
+        """Set the parameters from a flat vector (any dtype/device; copied in place).
+
+        In-place copies keep the parameter objects, so an optimiser that holds them
+        stays valid.
+        """
+        direction = torch.as_tensor(direction)
+        if direction.ndim != 1 or direction.numel() != self.n_parameters:
+            raise ValueError(
+                f"expected a flat vector of {self.n_parameters} parameters, got shape {tuple(direction.shape)}"
+            )
+        if not torch.isfinite(direction).all():
+            raise ValueError("the parameters of an inserted block must be finite")
+        offset = 0
+        for parameter in self.block.parameters():
+            count = parameter.numel()
+            parameter.copy_(direction[offset : offset + count].view_as(parameter))
+            offset += count
+
+    def load_rows(self, rows: torch.Tensor) -> None:
+        """Same as :meth:`load_direction`."""
+        self.load_direction(rows)
+
+    def zero_(self) -> ResidualBlock:
+        """Set every parameter of the block to zero (the identity map); returns ``self``."""
+        with torch.no_grad():
+            for parameter in self.block.parameters():
+                parameter.zero_()
+        return self
+
+
+# ------------------------------------------------------------------ built-ins
+class DenseBlock(nn.Module):
+    """``sigma(W x + b)`` on the last dimension."""
+
+    def __init__(self, features: int, activation: nn.Module | str | None = None) -> None:
+        super().__init__()
+        self.affine = nn.Linear(features, features)
+        self.activation = resolve_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.affine(x))
+
+
+class ConvBlock(nn.Module):
+    """``sigma(K * x + b)``, C -> C channels, ``kernel_size`` "same" padding, on ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int, activation: nn.Module | str | None = None, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.activation = resolve_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.conv(x))
+
+
+class GeluMLP(nn.Module):
+    """``W2 GELU(W1 x + b1) (+ b2)`` on the last dimension.
+
+    Without ``b2`` (the default) it is second order at zero parameters; with
+    ``output_bias=True`` the gradient ``sum_s p_s`` on ``b2`` makes it first order.
+    """
+
+    def __init__(self, features: int, hidden: int, bias: bool = True, output_bias: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, features, bias=output_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def _features(model: nn.Module, location: int) -> int:
+    if hasattr(model, "insertion_shape"):
+        return int(model.insertion_shape(location)[0])
+    if hasattr(model, "width"):
+        return int(model.width)
+    raise TypeError(
+        f"cannot tell the feature dimension at location {location} of a {type(model).__name__}: "
+        "expected a model with insertion_shape(location) or width"
+    )
+
+
+def _activation(model: nn.Module) -> nn.Module:
+    """A copy of the model's activation for inserted layers (the default if it has none)."""
+    activation = getattr(model, "_activation", None)
+    if isinstance(activation, nn.Module):
+        return copy.deepcopy(activation)
+    name = getattr(model, "activation_name", None)
+    return resolve_activation(name if name in (None, "silu-tanh", "z-tanh") else None)
+
+
+BLOCKS: dict[str, BlockFactory] = {
+    "dense": lambda model, location: DenseBlock(_features(model, location), _activation(model)),
+    "conv": lambda model, location: ConvBlock(
+        _features(model, location), _activation(model), getattr(model, "kernel_size", 3)
+    ),
+    "gelu-mlp": lambda model, location: GeluMLP(_features(model, location), _features(model, location)),
+}
+
+
+def register_block(name: str, factory: BlockFactory | None = None, *, overwrite: bool = False):
+    """Register ``factory(model, location) -> nn.Module`` under ``name``.
+
+    The module is the block ``g`` (not ``x + g(x)``); its output must have the shape
+    of its input and be zero at zero parameters. Its default initialisation is what
+    the random strategies insert. Use as a call or as a decorator::
+
+        @register_block("tanh-mlp")
+        def tanh_mlp(model, location):
+            return MyBlock(model.width)
+
+    Raises ``ValueError`` if ``name`` is taken, unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"expected a non-empty string name, got {name!r}")
+
+    def register(fn: BlockFactory) -> BlockFactory:
+        if not callable(fn):
+            raise TypeError(f"expected a callable factory(model, location), got {type(fn).__name__}")
+        if name in BLOCKS and not overwrite:
+            raise ValueError(f"a block named {name!r} is already registered; pass overwrite=True to replace it")
+        BLOCKS[name] = fn
+        return fn
+
+    return register if factory is None else register(factory)
+
+
+def make_block(name: str, model: nn.Module, location: int, generator: torch.Generator | None = None) -> nn.Module:
+    """A fresh block ``name`` for ``location`` of ``model``, with its default initialisation.
+
+    With a ``generator`` the initialisation is drawn from a global RNG seeded from
+    it (then restored), so it is reproducible and leaves the global RNG untouched.
+    """
+    if name not in BLOCKS:
+        raise unknown_name_error("block", name, BLOCKS)
+    if generator is None:
+        block = BLOCKS[name](model, location)
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            block = BLOCKS[name](model, location)
+    if not isinstance(block, nn.Module):
+        raise TypeError(f"block {name!r}: expected its factory to return an nn.Module, got {type(block).__name__}")
+    return block
