@@ -302,3 +302,27 @@ def test_every_strategy_grows_a_cnn(strategy):
         if strategy == "zero":
             assert record.location == record.depth + 1  # last position of the last stage
             assert record.actual_change == 0.0
+
+
+def test_cnn_grows_by_a_matrix_free_conv_block():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(48, 1, 6, 6, generator=g, dtype=torch.float64)
+    y = (x[:, 0, :3].mean(dim=(1, 2)) > x[:, 0, 3:].mean(dim=(1, 2))).long()
+    torch.manual_seed(0)
+    model = ResidualCNN(1, channels=(3, 4), depths=(1, 0), out_features=2).double()
+    closed = topological_derivative(model, (x, y), "cross_entropy")
+    config = GrowthConfig(block="conv", max_depth=3, epochs_per_stage=1, final_epochs=1, growth_patience=100)
+    grower = Grower(model, "cross_entropy", config)
+    history = grower.fit((x[:32], y[:32]), (x[32:], y[32:]))
+    assert grower.model.depth == 3 and len(history.insertions) == 2
+    assert all(record.actual_change <= 0 for record in history.insertions)
+    # the matrix-free eigenvalues of the conv block before growth equal the closed form
+    from topogrow.core import matrix_free_topological_derivative
+    from topogrow.nn.blocks import make_block
+
+    torch.manual_seed(0)
+    fresh = ResidualCNN(1, channels=(3, 4), depths=(1, 0), out_features=2).double()
+    free = matrix_free_topological_derivative(
+        fresh, (x, y), "cross_entropy", lambda location: make_block("conv", fresh, location).double(), k=1
+    )
+    assert torch.allclose(free.eigenvalues, closed.eigenvalues, rtol=1e-8, atol=1e-12)

@@ -82,3 +82,31 @@ def test_every_strategy_grows_a_vit(strategy):
     for stage in history.insertions:
         if strategy in ("td", "td-how"):
             assert stage.actual_change <= 0
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_encoder_block_matrix_free_matches_real_loss_change_at_every_location(loss):
+    from topogrow.core import matrix_free_topological_derivative
+    from topogrow.nn.blocks import ResidualBlock
+
+    model, x, y = make(loss, depth=1)
+    td = matrix_free_topological_derivative(model, (x, y), loss, lambda: model.encoder_branch().double(), k=2)
+    assert not td.first_order_locations  # no output biases, no norm affine: second order
+    before = LOSSES[loss](model(x), y).item()
+    for location in model.locations:
+        assert td.eigenvalues[location] > 0
+        direction = td.rows(location, 1e-3, k=1)
+        grown = copy.deepcopy(model)
+        block = grown.insert_block(location, ResidualBlock(model.encoder_branch()))
+        block.load_direction(direction)
+        assert grown.spec()["layers"][location] == "encoder"
+        change = LOSSES[loss](grown(x), y).item() - before
+        assert change / td.predicted_change(location, 1e-3, k=1) == pytest.approx(1.0, abs=0.01)
+
+
+def test_vit_grows_by_encoder_blocks():
+    model, x, y = make("cross_entropy", depth=1)
+    config = GrowthConfig(block="encoder", max_depth=3, epochs_per_stage=1, final_epochs=1, batch_size=16)
+    history = Grower(model, "cross_entropy", config).fit((x, y), (x, y))
+    assert model.depth == 3 and model.spec()["layers"].count("encoder") == 3
+    assert len(history.insertions) == 2 and all(s.actual_change <= 0 for s in history.insertions)

@@ -182,7 +182,14 @@ BLOCKS: dict[str, BlockFactory] = {
         _features(model, location), _activation(model), getattr(model, "kernel_size", 3)
     ),
     "gelu-mlp": lambda model, location: GeluMLP(_features(model, location), _features(model, location)),
+    "encoder": lambda model, location: _encoder_branch(model),
 }
+
+
+def _encoder_branch(model: nn.Module) -> nn.Module:
+    if not hasattr(model, "encoder_branch"):
+        raise TypeError(f"block 'encoder' needs a ViT, got {type(model).__name__}")
+    return model.encoder_branch()
 
 
 def register_block(name: str, factory: BlockFactory | None = None, *, overwrite: bool = False):

@@ -191,6 +191,19 @@ class ResidualCNN(nn.Module):
         self.stages[stage].insert(position, layer)
         return layer
 
+    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
+        """Insert any residual module (``x -> x + g(x)``, e.g. a ``ResidualBlock``) at ``location``.
+
+        It must keep the ``(B, C, H, W)`` shape of that stage; the depth grows by one.
+        """
+        stage, position = self.stage_position(location)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
+        reference = self.head.weight
+        module = module.to(device=reference.device, dtype=reference.dtype)
+        self.stages[stage].insert(position, module)
+        return module
+
     def insertion_kind(self, location: int) -> Conv2d:
         """Every location takes a "same" convolution (see :mod:`topogrow.core.layer_kinds`)."""
         self.stage_position(location)

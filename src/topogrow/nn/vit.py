@@ -79,6 +79,17 @@ class EncoderBlock(nn.Module):
         return x + self.branch(x)
 
 
+class EncoderBranch(EncoderBlock):
+    """The residual branch of an insertable encoder block as a module: ``forward = branch``,
+    for :class:`~topogrow.nn.blocks.ResidualBlock` (which adds the ``x +``)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2) -> None:
+        super().__init__(dim, heads, mlp_ratio, norm_affine=False, out_bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch(x)
+
+
 class ViT(nn.Module):
     """A vision transformer seen as a discrete dynamical system on token sequences.
 
@@ -200,7 +211,9 @@ class ViT(nn.Module):
         reference = self.head.weight
         module = module.to(device=reference.device, dtype=reference.dtype)
         self.layers.insert(location, module)
-        self._kinds.insert(location, "block")
+        self._kinds.insert(
+            location, "encoder" if isinstance(getattr(module, "block", None), EncoderBranch) else "block"
+        )
         return module
 
     def insertion_kind(self, location: int) -> Token:
@@ -209,9 +222,13 @@ class ViT(nn.Module):
     def insertion_shape(self, location: int) -> tuple[int, int]:
         return self.dim, self.dim + 1
 
-    def encoder_block(self) -> EncoderBlock:
-        """A fresh insertable encoder block (no norm affine, no output biases) for this width."""
-        return EncoderBlock(self.dim, self.heads, self.mlp_ratio, norm_affine=False, out_bias=False)
+    def encoder_branch(self) -> EncoderBranch:
+        """A fresh insertable encoder block's branch (no norm affine, no output biases).
+
+        All its parameters at zero give a zero branch with zero first derivative,
+        so it grows through the matrix-free path (``GrowthConfig(block="encoder")``).
+        """
+        return EncoderBranch(self.dim, self.heads, self.mlp_ratio)
 
     def spec(self) -> dict[str, Any]:
         """Architecture as a JSON-able dict; ``layers`` lists the kind of each residual layer."""
