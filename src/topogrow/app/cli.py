@@ -13,6 +13,7 @@ from topogrow.app.report import comparison_table, plot_comparison, plot_runs, wr
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.config import SCHEDULES
+from topogrow.nn.blocks import BLOCKS
 
 DESCRIPTION = """\
 Grow residual networks in depth while they train, using the topological derivative
@@ -109,6 +110,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="active neurons per new layer (default: all with eigenvalue >= --rel-threshold times the largest)",
     )
     grow.add_argument(
+        "--block",
+        default=None,
+        help="grow by a registered block through the matrix-free path instead of the model's closed-form "
+        f"layer: {', '.join(sorted(BLOCKS))} (default: closed form)",
+    )
+    grow.add_argument(
         "--rel-threshold",
         type=float,
         default=d.rel_threshold,
@@ -176,6 +183,7 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        block=args.block,
     )
     model = ModelConfig(
         width=args.width, initial_depth=args.initial_depth, activation=args.activation, family=args.model

@@ -526,6 +526,7 @@ def matrix_free_topological_derivative(
     dtype: torch.dtype = torch.float64,
     mode: str = "reverse",
     seed: int = 0,
+    tol: float = 0.0,
 ) -> MatrixFreeTopologicalDerivative:
     """Topological derivative of inserting ``x + g(x)`` at each location, matrix-free.
 
@@ -554,6 +555,8 @@ def matrix_free_topological_derivative(
         dtype: dtype of the cached states and of every product.
         mode: how products are taken, ``"reverse"`` or ``"forward"`` (see :class:`HamiltonianHessian`).
         seed: seeds the eigen-solver's starting vectors.
+        tol: relative accuracy of the eigenvalues (0: machine precision; the growth loop
+            uses 1e-3, as an initialisation needs no more, and saves most products).
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
@@ -610,7 +613,7 @@ def matrix_free_topological_derivative(
         norms[l] = norm
         if norm > first_order_tol * operator.scale() and norm > 0:
             first[l] = FirstOrder(norm=norm, direction=gradient / norm)
-        values[l], vectors[l] = leading_operator_eigenpairs(operator, k, solver=solver, seed=seed + l)
+        values[l], vectors[l] = leading_operator_eigenpairs(operator, k, solver=solver, seed=seed + l, tol=tol)
         if keep_operators:
             operators[l] = operator
     return MatrixFreeTopologicalDerivative(

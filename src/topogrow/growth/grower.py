@@ -182,9 +182,10 @@ class Grower:
                 train_source.data,
                 self.loss,
                 lambda location: make_block(cfg.block, self.model, location),
-                k=max(4, cfg.neurons or 1),
+                k=max(2, cfg.neurons or 1),
                 batch_size=cfg.td_batch_size,
                 keep_operators=self.strategy.keep_blocks,
+                tol=1e-3,
             )
         return topological_derivative(
             self.model,
