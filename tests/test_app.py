@@ -145,3 +145,29 @@ def test_quickstart_example_runs(monkeypatch, capsys):
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "best location" in out and "final depth 4" in out
+
+
+@pytest.mark.parametrize("model", ["cnn", "vit"])
+def test_scratch_rebuilds_the_td_architecture(model, tmp_path):
+    argv = [
+        "compare",
+        "digits",
+        "--model",
+        model,
+        "--width",
+        "4",
+        "--n-train",
+        "100",
+        "--seeds",
+        "1",
+        "--strategies",
+        "td,scratch",
+        "--out",
+        str(tmp_path),
+        *SMALL[2:],
+    ]
+    assert main(argv) == 0
+    runs = {r["strategy"]: r for r in json.loads((tmp_path / "compare.json").read_text())["runs"]}
+    assert runs["scratch"]["spec"] == runs["td"]["spec"]
+    assert runs["scratch"]["n_parameters"] == runs["td"]["n_parameters"]
+    assert runs["td"]["final_depth"] == 3

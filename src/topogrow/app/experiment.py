@@ -53,8 +53,18 @@ def input_shape(task: Task) -> tuple[int, ...]:
     return tuple(task.X_train.shape[1:])
 
 
-def build_model(task: Task, config: ModelConfig, depth: int | None = None) -> torch.nn.Module:
-    """The initial network of ``config.family`` for ``task`` (``depth`` overrides the initial depth)."""
+def build_model(
+    task: Task, config: ModelConfig, depth: int | None = None, spec: dict[str, Any] | None = None
+) -> torch.nn.Module:
+    """The initial network of ``config.family`` for ``task``, freshly initialised.
+
+    ``depth`` overrides the initial depth; ``spec`` (a grown model's ``spec()``)
+    rebuilds that exact architecture instead, e.g. for the ``scratch`` baseline.
+    """
+    if spec is not None:
+        from topogrow.nn.cnn import ResidualCNN
+
+        return {"mlp": ResidualMLP, "cnn": ResidualCNN, "vit": ViT}[config.family](**spec)
     depth = config.initial_depth if depth is None else depth
     shape = input_shape(task)
     if config.family == "mlp":
@@ -114,17 +124,18 @@ def run(
     task: Task,
     growth: GrowthConfig,
     model: ModelConfig,
-    initial_depth: int | tuple[int, ...] | None = None,
+    initial_depth: int | None = None,
     progress: bool = False,
+    spec: dict[str, Any] | None = None,
 ) -> tuple[RunResult, torch.nn.Module]:
     """Build the initial network (seeded), grow and train it, score it on the test set.
 
-    ``initial_depth`` overrides the config's (an int, or per-stage depths for the CNN).
+    ``initial_depth`` overrides the config's; ``spec`` rebuilds a given architecture.
     """
     torch.manual_seed(growth.seed)
     if model.family == "mlp":
         task = _flatten_images(task)
-    network = build_model(task, model, initial_depth)
+    network = build_model(task, model, initial_depth, spec)
     start = time.perf_counter()
     grower = Grower(network, task.loss, growth)
     history = grower.fit((task.X_train, task.y_train), (task.X_val, task.y_val), progress=progress)
@@ -221,12 +232,12 @@ def compare(
         td_result = None
         for name in order:
             config = growth.replace(strategy=name, seed=seed)
-            depth = None
+            spec = None
             if name == "scratch":
                 config = config.replace(final_epochs=td_result.total_epochs)
-                depth = td_result.spec.get("depths", td_result.final_depth)
+                spec = td_result.spec
             bar.set_postfix(seed=seed, strategy=name)
-            result, _ = run(task, config, model, initial_depth=depth)
+            result, _ = run(task, config, model, spec=spec)
             if name == "td":
                 td_result = result
             comparison.results.append(result)

@@ -103,6 +103,9 @@ class ViT(nn.Module):
         out_features: classes.
         mlp_ratio: hidden width of the MLP is ``mlp_ratio * dim``.
         activation: sigma of inserted token-wise layers (sigma(0) = sigma'(0) = 0).
+        layers: the kind of each residual layer, ``"encoder"`` or ``"token"`` (as
+            :meth:`spec` records them), to rebuild a grown architecture with fresh
+            (default-initialised) parameters; ``depth`` must equal its length.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class ViT(nn.Module):
         out_features: int = 10,
         mlp_ratio: int = 2,
         activation: str | nn.Module | None = None,
+        layers: list[str] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [
@@ -142,10 +146,18 @@ class ViT(nn.Module):
         self.embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position = nn.Parameter(0.02 * torch.randn(1, n_tokens, dim))
-        self.layers = nn.ModuleList(EncoderBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        kinds = ["encoder"] * depth if layers is None else list(layers)
+        if len(kinds) != depth or not set(kinds) <= {"encoder", "token"}:
+            raise ValueError(f"layers must list {depth} kinds, each 'encoder' or 'token', got {layers!r}")
+        self.layers = nn.ModuleList(
+            EncoderBlock(dim, heads, mlp_ratio)
+            if kind == "encoder"
+            else ResidualToken(dim, copy.deepcopy(self._activation))
+            for kind in kinds
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, out_features)
-        self._kinds = ["encoder"] * depth
+        self._kinds = kinds
 
     @property
     def depth(self) -> int:
