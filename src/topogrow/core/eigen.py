@@ -31,3 +31,18 @@ def leading_block_eigenpairs(blocks: torch.Tensor) -> LeadingEigenpairs:
     symmetric = 0.5 * (blocks + blocks.transpose(-1, -2))
     values, vectors = torch.linalg.eigh(symmetric)
     return LeadingEigenpairs(values=values[..., -1], vectors=vectors[..., :, -1])
+
+
+def select_leading(values: torch.Tensor, k: int | None = 1, rel_threshold: float | None = None) -> torch.Tensor:
+    """Indices into ``values`` ``(n,)``, largest first: the top ``k``, or (``k=None``) every
+    value that is positive and at least ``rel_threshold`` times the largest (at least one)."""
+    order = torch.argsort(values, descending=True)
+    if k is None:
+        if rel_threshold is None:
+            raise ValueError("give either k or rel_threshold")
+        top = values[order[0]]
+        keep = (values[order] > 0) & (values[order] >= rel_threshold * top)
+        return order[: max(int(keep.sum()), 1)]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= values.shape[0]:
+        raise ValueError(f"k must be an integer in 1..{values.shape[0]}, got {k!r}")
+    return order[:k]

@@ -43,6 +43,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from topogrow._validation import unknown_name_error
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.batches import Data, iter_batches
+from topogrow.core.eigen import select_leading
 from topogrow.core.losses import Loss, resolve_loss
 
 __all__ = [
@@ -411,17 +412,7 @@ class MatrixFreeTopologicalDerivative:
         at least ``rel_threshold`` times the largest (at least one).
         """
         self._check_location(location)
-        values = self.block_eigenvalues[location]
-        order = torch.argsort(values, descending=True)
-        if k is None:
-            if rel_threshold is None:
-                raise ValueError("give either k or rel_threshold")
-            top = values[order[0]]
-            keep = (values[order] > 0) & (values[order] >= rel_threshold * top)
-            return order[: max(int(keep.sum()), 1)]
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= values.shape[0]:
-            raise ValueError(f"k must be an integer in 1..{values.shape[0]} (the eigenpairs computed), got {k!r}")
-        return order[:k]
+        return select_leading(self.block_eigenvalues[location], k, rel_threshold)
 
     def direction(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> torch.Tensor:
         """The unit-epsilon parameter vector: the normalised gradient at a first-order

@@ -13,7 +13,7 @@ import torch
 
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.batches import Data, iter_batches
-from topogrow.core.eigen import leading_block_eigenpairs
+from topogrow.core.eigen import leading_block_eigenpairs, select_leading
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.losses import Loss, resolve_loss
 
@@ -68,17 +68,7 @@ class TopologicalDerivative:
         positive and at least ``rel_threshold`` times the largest one (at least one).
         """
         self._check_location(location)
-        values = self.block_eigenvalues[location]
-        order = torch.argsort(values, descending=True)
-        if k is None:
-            if rel_threshold is None:
-                raise ValueError("give either k or rel_threshold")
-            top = values[order[0]]
-            keep = (values[order] > 0) & (values[order] >= rel_threshold * top)
-            return order[: max(int(keep.sum()), 1)]
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= values.shape[0]:
-            raise ValueError(f"k must be an integer in 1..{values.shape[0]} (the width), got {k!r}")
-        return order[:k]
+        return select_leading(self.block_eigenvalues[location], k, rel_threshold)
 
     def rows(
         self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None

@@ -89,3 +89,13 @@ class _Lambda(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.fn(z)
+
+
+def prepare_activation(activation: str | nn.Module | None) -> tuple[str, nn.Module, float]:
+    """``(name, module, sigma''(0))`` for a model's inserted layers, checked.
+
+    ``name`` is the registry name, ``"silu-tanh"`` for ``None``, or ``"custom"``.
+    """
+    name = activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
+    module = resolve_activation(activation)
+    return name, module, activation_curvature(module)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from topogrow.core.layer_kinds import Conv2d
-from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.activations import prepare_activation
 from topogrow.nn.layers import ResidualConv
 from topogrow.nn.mlp import _positive_int
 
@@ -78,11 +78,7 @@ class ResidualCNN(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
         self.image_size = _image_size(image_size)
-        self.activation_name = (
-            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
-        )
-        self._activation = resolve_activation(activation)
-        self.activation_curvature = activation_curvature(self._activation)
+        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
 
         k = self.kernel_size
         self.stem = nn.Sequential(nn.Conv2d(in_channels, self.channels[0], k, padding=k // 2), nn.Tanh())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from topogrow.core.layer_kinds import Dense
-from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.activations import prepare_activation
 from topogrow.nn.layers import ResidualDense
 
 
@@ -50,11 +50,7 @@ class ResidualMLP(nn.Module):
         self.width = _positive_int("width", width)
         self.out_features = _positive_int("out_features", out_features)
         _positive_int("depth", depth, minimum=0)
-        self.activation_name = (
-            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
-        )
-        self._activation = resolve_activation(activation)
-        self.activation_curvature = activation_curvature(self._activation)
+        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
         self.stem = nn.Sequential(nn.Linear(in_features, width), nn.Tanh())
         self.layers = nn.ModuleList(self._new_layer() for _ in range(depth))
         self.head = nn.Linear(width, out_features)

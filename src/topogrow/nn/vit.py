@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from topogrow.core.layer_kinds import Token
-from topogrow.nn.activations import activation_curvature, resolve_activation
+from topogrow.nn.activations import prepare_activation
 from topogrow.nn.layers import _RowsMixin
 from topogrow.nn.mlp import _positive_int
 
@@ -137,11 +137,7 @@ class ViT(nn.Module):
             raise ValueError(f"patch_size ({patch_size}) must divide image_size ({image_size})")
         self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
         self.dim, self.heads, self.out_features, self.mlp_ratio = dim, heads, out_features, mlp_ratio
-        self.activation_name = (
-            activation if isinstance(activation, str) else ("silu-tanh" if activation is None else "custom")
-        )
-        self._activation = resolve_activation(activation)
-        self.activation_curvature = activation_curvature(self._activation)
+        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
         n_tokens = (image_size // patch_size) ** 2 + 1
         self.embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
