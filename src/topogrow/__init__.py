@@ -1,12 +1,13 @@
 """topogrow: grow neural networks in depth with the topological derivative."""
 
 from topogrow.core import TopologicalDerivative, topological_derivative
-from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
+from topogrow.growth import STRATEGIES, CheckpointError, Grower, GrowthConfig, GrowthHistory, load, save
 from topogrow.nn import ResidualCNN, ResidualMLP
 from topogrow.nn.vit import ViT
 
 __all__ = [
     "STRATEGIES",
+    "CheckpointError",
     "GrowthConfig",
     "GrowthHistory",
     "Grower",
@@ -14,6 +15,8 @@ __all__ = [
     "ResidualMLP",
     "ViT",
     "TopologicalDerivative",
+    "load",
+    "save",
     "topological_derivative",
 ]
 __version__ = "0.1.0"

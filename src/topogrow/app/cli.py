@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from topogrow.app.experiment import DEFAULT_STRATEGIES, MODELS, ModelConfig, com
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
+from topogrow.growth.checkpoint import find_checkpoint, save
 from topogrow.growth.config import SCHEDULES
 from topogrow.nn.blocks import BLOCKS
 
@@ -138,10 +140,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option said in one line (no usage block): ``topogrow run: error: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare}")
     run_parser = verbs.add_parser(
         "run",
@@ -152,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run_parser)
     choices = ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items() if k != "scratch")
     run_parser.add_argument("--strategy", default="td", help=f"one of: {choices}")
+    ckpt = run_parser.add_argument_group("checkpoints")
+    ckpt.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N epochs (default: after every stage and at the end only); checkpoints "
+        "go to <out>/checkpoints",
+    )
+    ckpt.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run checkpointed in DIR (<out>/checkpoints of the run, or one ckpt-NNNNNN folder in it) "
+        "from its newest checkpoint; give the same options as the run; starts from the beginning if DIR has none",
+    )
     compare_parser = verbs.add_parser(
         "compare",
         help="run every strategy over several seeds",
@@ -194,15 +217,36 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
 def _run(args: argparse.Namespace) -> None:
     if args.strategy == "scratch":
         raise ValueError("'scratch' needs a td run to copy the architecture from: use 'topogrow compare'")
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     growth, model = _configs(args, args.strategy)
+    out = args.out or Path("results") / f"run-{args.task}"
+    checkpoints, resume = out / "checkpoints", None
+    if args.resume is not None:
+        if args.resume.exists() and not args.resume.is_dir():
+            raise ValueError(f"--resume {args.resume}: not a folder")
+        resume = find_checkpoint(args.resume)
+        if resume is not None:
+            checkpoints = resume.parent
+            print(f"topogrow: resuming from {resume}", file=sys.stderr)
+        else:
+            checkpoints = args.resume / "checkpoints" if (args.resume / "checkpoints").is_dir() else args.resume
+            print(f"topogrow: no checkpoint in {args.resume} yet: starting from the beginning", file=sys.stderr)
     task = make_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
-    result, _ = run(task, growth, model, progress=not args.quiet)
+    result, network = run(
+        task,
+        growth,
+        model,
+        progress=not args.quiet,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=args.checkpoint_every,
+        resume=resume,
+    )
     print(result.history.summary())
     print(
         f"\n{task.metric_name}: {result.metric:.4f}   final depth: {result.final_depth}   "
         f"parameters: {result.n_parameters}   wall time: {result.wall_time:.1f} s"
     )
-    out = args.out or Path("results") / f"run-{args.task}"
     payload = {
         "task": args.task,
         "metric": task.metric_name,
@@ -212,7 +256,8 @@ def _run(args: argparse.Namespace) -> None:
     }
     json_path = write_json_atomic(out / "run.json", payload)
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {args.strategy}, seed {args.seed}")
-    print(f"wrote {json_path} and {png_path}")
+    save(network, out)
+    print(f"wrote {json_path}, {png_path}, the model ({out / 'model.json'}, load with topogrow.load) and {checkpoints}")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -234,23 +279,43 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"wrote {json_path}, {png_path} and {out / 'compare.md'}")
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"topogrow: warning: {_one_line(Warning(message))}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads must be >= 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        {"run": _run, "compare": _compare}[args.verb](args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as error:
-        if args.debug:
-            raise
-        print(f"topogrow: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("topogrow: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = _warning_line  # one line each, no source line
+        try:
+            if args.threads is not None:
+                if args.threads < 1:
+                    raise ValueError(f"--threads must be >= 1, got {args.threads}")
+                torch.set_num_threads(args.threads)
+            {"run": _run, "compare": _compare}[args.verb](args)
+        except (ValueError, TypeError, OSError, FloatingPointError) as error:
+            if args.debug:
+                raise
+            print(f"topogrow: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("topogrow: interrupted", file=sys.stderr)
+            return 130
+        except Exception as error:  # a bug, not a bad input: still one line unless --debug
+            if args.debug:
+                raise
+            print(
+                f"topogrow: internal error ({type(error).__name__}): {_one_line(error)} (rerun with --debug for the "
+                "traceback)",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 

@@ -7,6 +7,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from topogrow._validation import unknown_name_error
 from topogrow.app.tasks import Task, make_task
 from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
+from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.nn import ResidualMLP
 from topogrow.nn.vit import ViT
 
@@ -120,6 +122,32 @@ class RunResult:
         return out
 
 
+def _run_metadata(task: Task, model: ModelConfig, initial_depth: int | None, spec: dict[str, Any] | None) -> dict:
+    """What a checkpoint records about the run besides the growth config (to refuse a mismatched resume)."""
+    return {
+        "task": task.name,
+        "n_train": int(len(task.X_train)),
+        "model": dataclasses.asdict(model),
+        "initial_depth": initial_depth,
+        "spec": spec,
+    }
+
+
+def _check_same_run(grower: Grower, growth: GrowthConfig, metadata: dict[str, Any]) -> None:
+    """Refuse to continue a checkpoint with other options than the run that wrote it."""
+    where = grower.resumed_from
+    saved = {k: v for k, v in grower.config.to_dict().items() if k != "device"}
+    given = {k: v for k, v in growth.to_dict().items() if k != "device"}
+    theirs = {**{f"growth {k}": v for k, v in saved.items()}, **grower.metadata}
+    ours = {**{f"growth {k}": v for k, v in given.items()}, **metadata}
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            raise ValueError(
+                f"{where}: written by a different run ({key} is {theirs.get(key)!r} there, {ours.get(key)!r} here); "
+                "resume with the options of the run it continues"
+            )
+
+
 def run(
     task: Task,
     growth: GrowthConfig,
@@ -127,19 +155,41 @@ def run(
     initial_depth: int | None = None,
     progress: bool = False,
     spec: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: str | Path | None = None,
 ) -> tuple[RunResult, torch.nn.Module]:
     """Build the initial network (seeded), grow and train it, score it on the test set.
 
     ``initial_depth`` overrides the config's; ``spec`` rebuilds a given architecture.
+    With ``checkpoint_dir`` the run writes checkpoints (after every stage, every
+    ``checkpoint_every`` epochs and at the end); ``resume`` (a checkpoint, or a
+    directory of them) continues a run from its newest checkpoint, which must have
+    been written by a run with the same options (else ``ValueError``); when it holds
+    no checkpoint yet the run starts from the beginning.
     """
-    torch.manual_seed(growth.seed)
     if model.family == "mlp":
         task = _flatten_images(task)
-    network = build_model(task, model, initial_depth, spec)
+    metadata = _run_metadata(task, model, initial_depth, spec)
+    found = find_checkpoint(resume) if resume is not None else None
     start = time.perf_counter()
-    grower = Grower(network, task.loss, growth)
-    history = grower.fit((task.X_train, task.y_train), (task.X_val, task.y_val), progress=progress)
-    wall = time.perf_counter() - start
+    if found is not None:
+        grower = Grower.from_checkpoint(found, task.loss, device=growth.device)
+        _check_same_run(grower, growth, metadata)
+    else:
+        torch.manual_seed(growth.seed)
+        network = build_model(task, model, initial_depth, spec)
+        start = time.perf_counter()
+        grower = Grower(network, task.loss, growth)
+    grower.metadata = metadata
+    history = grower.fit(
+        (task.X_train, task.y_train),
+        (task.X_val, task.y_val),
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+    )
+    wall = history.wall_time if found is not None else time.perf_counter() - start
     result = RunResult(
         strategy=growth.strategy,
         seed=growth.seed,

@@ -1,5 +1,6 @@
 """Growth policy: when (schedules), where and how (strategies), epsilon (line search), the loop."""
 
+from topogrow.growth.checkpoint import CheckpointError, find_checkpoint, load, read_checkpoint, save
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
@@ -8,6 +9,7 @@ from topogrow.growth.strategies import STRATEGIES, Proposal, Strategy, make_stra
 
 __all__ = [
     "STRATEGIES",
+    "CheckpointError",
     "EpochRecord",
     "GrowthConfig",
     "GrowthHistory",
@@ -16,6 +18,10 @@ __all__ = [
     "Proposal",
     "StageRecord",
     "Strategy",
+    "find_checkpoint",
     "line_search",
+    "load",
     "make_strategy",
+    "read_checkpoint",
+    "save",
 ]

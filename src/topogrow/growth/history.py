@@ -25,6 +25,7 @@ class StageRecord:
     ``eigenvalues`` are the leading mu_l at every location (when the strategy
     computed them); ``predicted_change`` is ``-(eps^2/2) phi^T Q phi`` and
     ``actual_change`` the measured change of the training loss (line-search subset).
+    ``note`` says why an insertion was skipped (a numerical fault), when one was.
     """
 
     stage: int
@@ -39,6 +40,25 @@ class StageRecord:
     epsilon: float | None = None
     predicted_change: float | None = None
     actual_change: float | None = None
+    note: str | None = None
+
+
+def _records(cls: type, rows: Any, where: str) -> list:
+    """Dataclass records from a list of dicts, with one-line errors naming the bad entry."""
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: expected a list, got {type(rows).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    records = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}[{index}]: expected an object, got {type(row).__name__}")
+        unknown, missing = set(row) - known, {f.name for f in dataclasses.fields(cls) if f.name not in row}
+        missing -= {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        if unknown or missing:
+            problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
+            raise ValueError(f"{where}[{index}]: {problem}")
+        records.append(cls(**row))
+    return records
 
 
 @dataclass
@@ -62,6 +82,22 @@ class GrowthHistory:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GrowthHistory:
+        """The inverse of :meth:`to_dict` (e.g. from a checkpoint's JSON), checked."""
+        if not isinstance(values, dict) or not isinstance(values.get("strategy"), str):
+            raise ValueError("history: expected an object with a 'strategy' name")
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"history: unknown keys {sorted(unknown)}")
+        return cls(
+            strategy=values["strategy"],
+            epochs=_records(EpochRecord, values.get("epochs", []), "history.epochs"),
+            stages=_records(StageRecord, values.get("stages", []), "history.stages"),
+            stop_reason=str(values.get("stop_reason", "")),
+            wall_time=float(values.get("wall_time", 0.0)),
+        )
+
     def summary(self) -> str:
         """A readable table of the stages."""
         lines = [
@@ -77,5 +113,7 @@ class GrowthHistory:
                 f"{s.stage:>5} {s.epoch:>5} {s.depth:>5} {s.train_loss:>9.4f} {s.val_loss:>9.4f} "
                 f"{where:>5} {eps:>8} {pred:>10} {act:>10}"
             )
+            if s.note:
+                lines.append(f"{'':>5} note: {s.note}")
         lines.append(f"stopped: {self.stop_reason}")
         return "\n".join(lines)

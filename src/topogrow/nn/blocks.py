@@ -45,7 +45,9 @@ __all__ = [
     "DenseBlock",
     "GeluMLP",
     "ResidualBlock",
+    "block_name",
     "make_block",
+    "rebuild_block",
     "register_block",
 ]
 
@@ -56,15 +58,22 @@ class ResidualBlock(nn.Module):
     Its parameters are read and written as one flat vector in the order of
     ``g.parameters()`` (:func:`torch.nn.utils.parameters_to_vector`), the layout of
     the matrix-free topological derivative.
+
+    ``name`` is the block's name in :data:`BLOCKS` when it was made by
+    :func:`make_block`; a model's ``spec()`` records it, so that the architecture
+    (and a checkpoint's weights) can be rebuilt. An unnamed block cannot be rebuilt.
     """
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, name: str | None = None) -> None:
         super().__init__()
         if not isinstance(block, nn.Module):
             raise TypeError(f"expected the block to be an nn.Module, got {type(block).__name__}")
         if next(block.parameters(), None) is None:
             raise ValueError(f"the block {type(block).__name__} has no parameters: there is nothing to grow")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"expected the block name to be a string or None, got {type(name).__name__}")
         self.block = block
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -237,3 +246,16 @@ def make_block(name: str, model: nn.Module, location: int, generator: torch.Gene
     if not isinstance(block, nn.Module):
         raise TypeError(f"block {name!r}: expected its factory to return an nn.Module, got {type(block).__name__}")
     return block
+
+
+def block_name(layer: nn.Module) -> str | None:
+    """The registered name of an inserted :class:`ResidualBlock` (``None`` for anything else)."""
+    return layer.name if isinstance(layer, ResidualBlock) else None
+
+
+def rebuild_block(name: str, model: nn.Module, location: int) -> ResidualBlock:
+    """A fresh ``ResidualBlock`` of the registered block ``name`` for ``location`` of ``model``
+    (its default initialisation): what a model's constructor puts where its spec names a block."""
+    if not isinstance(name, str) or name not in BLOCKS:
+        raise unknown_name_error("block", name, BLOCKS)
+    return ResidualBlock(make_block(name, model, location), name=name)

@@ -11,8 +11,9 @@ from torch import nn
 
 from topogrow.core.layer_kinds import Conv2d
 from topogrow.nn.activations import prepare_activation
+from topogrow.nn.blocks import block_name, rebuild_block
 from topogrow.nn.layers import ResidualConv
-from topogrow.nn.mlp import _positive_int
+from topogrow.nn.mlp import _block_names, _positive_int
 
 
 def _int_sequence(name: str, value: Any, minimum: int) -> tuple[int, ...]:
@@ -53,6 +54,9 @@ class ResidualCNN(nn.Module):
         kernel_size: odd kernel size of the stem and residual convolutions.
         activation: sigma for the residual layers, as for ``ResidualMLP``.
         image_size: if given (``int`` or ``(H, W)``), inputs must have this size.
+        blocks: per stage, per residual layer, the registered block
+            (:data:`topogrow.nn.blocks.BLOCKS`) inserted there or ``None`` for a
+            convolution layer; as :meth:`spec` records it. ``None``: convolutions only.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class ResidualCNN(nn.Module):
         kernel_size: int = 3,
         activation: str | nn.Module | None = None,
         image_size: int | Sequence[int] | None = None,
+        blocks: Sequence[Sequence[str | None]] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -90,6 +95,15 @@ class ResidualCNN(nn.Module):
             for a, b in zip(self.channels[:-1], self.channels[1:], strict=True)
         )
         self.head = nn.Linear(self.channels[-1], out_features)
+        if blocks is not None:
+            if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence) or len(blocks) != len(depths):
+                raise ValueError(f"blocks must give one list per stage ({len(depths)} stages), got {blocks!r}")
+            start = 0
+            for stage, (names, depth) in enumerate(zip(blocks, depths, strict=True)):
+                for position, name in enumerate(_block_names(names, depth, f"blocks[{stage}]")):
+                    if name is not None:
+                        self.stages[stage][position] = rebuild_block(name, self, start + position)
+                start += depth + 1
 
     def _new_layer(self, channels: int) -> ResidualConv:
         return ResidualConv(channels, self.kernel_size, copy.deepcopy(self._activation))
@@ -211,8 +225,12 @@ class ResidualCNN(nn.Module):
         return c, c * self.kernel_size**2 + 1
 
     def spec(self) -> dict[str, Any]:
-        """The architecture as a JSON-able dict (rebuild with ``ResidualCNN(**spec)``)."""
-        return {
+        """The architecture as a JSON-able dict (rebuild with ``ResidualCNN(**spec)``).
+
+        ``blocks`` (per stage, the registered block name of each layer, ``None`` for
+        convolutions) is there only when a named block was inserted.
+        """
+        spec: dict[str, Any] = {
             "in_channels": self.in_channels,
             "channels": list(self.channels),
             "depths": list(self.depths),
@@ -221,6 +239,10 @@ class ResidualCNN(nn.Module):
             "activation": self.activation_name,
             "image_size": None if self.image_size is None else list(self.image_size),
         }
+        names = [[block_name(layer) for layer in stage] for stage in self.stages]
+        if any(name is not None for stage in names for name in stage):
+            spec["blocks"] = names
+        return spec
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -10,6 +10,7 @@ from torch import nn
 
 from topogrow.core.layer_kinds import Dense
 from topogrow.nn.activations import prepare_activation
+from topogrow.nn.blocks import block_name, rebuild_block
 from topogrow.nn.layers import ResidualDense
 
 
@@ -17,6 +18,18 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _block_names(value: Any, depth: int, name: str = "blocks") -> list[str | None]:
+    """``blocks`` of a spec: one entry per residual layer, a registered block name or ``None``."""
+    if value is None:
+        return [None] * depth
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != depth:
+        raise ValueError(f"{name} must list {depth} entries (a block name or None per layer), got {value!r}")
+    for index, entry in enumerate(value):
+        if entry is not None and not isinstance(entry, str):
+            raise ValueError(f"{name}[{index}] must be a block name or None, got {entry!r}")
+    return list(value)
 
 
 class ResidualMLP(nn.Module):
@@ -35,6 +48,9 @@ class ResidualMLP(nn.Module):
         activation: sigma for the residual layers: a name (``"silu-tanh"``, the
             default 2 SiLU(z) - tanh(z), or ``"z-tanh"``), a module or a callable with
             sigma(0) = sigma'(0) = 0 and sigma''(0) != 0.
+        blocks: per residual layer, the registered block (:data:`topogrow.nn.blocks.BLOCKS`)
+            inserted there, or ``None`` for a dense layer; as :meth:`spec` records it, to
+            rebuild a model grown by blocks. ``None`` (the default): dense layers only.
     """
 
     def __init__(
@@ -44,6 +60,7 @@ class ResidualMLP(nn.Module):
         depth: int,
         out_features: int,
         activation: str | nn.Module | None = None,
+        blocks: list[str | None] | None = None,
     ) -> None:
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
@@ -52,8 +69,12 @@ class ResidualMLP(nn.Module):
         _positive_int("depth", depth, minimum=0)
         self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
         self.stem = nn.Sequential(nn.Linear(in_features, width), nn.Tanh())
+        names = _block_names(blocks, depth)
         self.layers = nn.ModuleList(self._new_layer() for _ in range(depth))
         self.head = nn.Linear(width, out_features)
+        for index, name in enumerate(names):
+            if name is not None:
+                self.layers[index] = rebuild_block(name, self, index)
 
     def _new_layer(self) -> ResidualDense:
         return ResidualDense(self.width, copy.deepcopy(self._activation))
@@ -119,7 +140,8 @@ class ResidualMLP(nn.Module):
 
         The module is moved to the model's device and dtype and must map ``(B, width)``
         to ``(B, width)``; the depth grows by one. Returns the module. :meth:`spec` records
-        only the depth, so ``ResidualMLP(**spec)`` rebuilds such a module as a dense layer.
+        a named :class:`~topogrow.nn.blocks.ResidualBlock` by its name; any other module
+        only as a layer, so ``ResidualMLP(**spec)`` rebuilds it as a dense layer.
         """
         if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
             raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
@@ -145,14 +167,22 @@ class ResidualMLP(nn.Module):
         return self.width, self.width + 1
 
     def spec(self) -> dict[str, Any]:
-        """The architecture as a JSON-able dict (rebuild with ``ResidualMLP(**spec)``)."""
-        return {
+        """The architecture as a JSON-able dict (rebuild with ``ResidualMLP(**spec)``).
+
+        ``blocks`` (the registered block name of each layer, ``None`` for dense layers)
+        is there only when a named block was inserted.
+        """
+        spec: dict[str, Any] = {
             "in_features": self.in_features,
             "width": self.width,
             "depth": self.depth,
             "out_features": self.out_features,
             "activation": self.activation_name,
         }
+        names = [block_name(layer) for layer in self.layers]
+        if any(name is not None for name in names):
+            spec["blocks"] = names
+        return spec
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -17,8 +17,9 @@ from torch.nn import functional as F
 
 from topogrow.core.layer_kinds import Token
 from topogrow.nn.activations import prepare_activation
+from topogrow.nn.blocks import ResidualBlock, block_name, rebuild_block
 from topogrow.nn.layers import _RowsMixin
-from topogrow.nn.mlp import _positive_int
+from topogrow.nn.mlp import _block_names, _positive_int
 
 
 class ResidualToken(_RowsMixin, nn.Module):
@@ -103,9 +104,14 @@ class ViT(nn.Module):
         out_features: classes.
         mlp_ratio: hidden width of the MLP is ``mlp_ratio * dim``.
         activation: sigma of inserted token-wise layers (sigma(0) = sigma'(0) = 0).
-        layers: the kind of each residual layer, ``"encoder"`` or ``"token"`` (as
-            :meth:`spec` records them), to rebuild a grown architecture with fresh
+        layers: the kind of each residual layer, ``"encoder"``, ``"token"`` or ``"block"``
+            (as :meth:`spec` records them), to rebuild a grown architecture with fresh
             (default-initialised) parameters; ``depth`` must equal its length.
+        blocks: per residual layer, the registered block (:data:`topogrow.nn.blocks.BLOCKS`)
+            inserted there, or ``None``; where it names one, that layer is a
+            :class:`~topogrow.nn.blocks.ResidualBlock` of it (an inserted encoder block is
+            ``"encoder"`` in both lists: it has no norm affine parameters and no output biases,
+            unlike the encoder blocks the model starts with).
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class ViT(nn.Module):
         mlp_ratio: int = 2,
         activation: str | nn.Module | None = None,
         layers: list[str] | None = None,
+        blocks: list[str | None] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [
@@ -143,17 +150,28 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position = nn.Parameter(0.02 * torch.randn(1, n_tokens, dim))
         kinds = ["encoder"] * depth if layers is None else list(layers)
-        if len(kinds) != depth or not set(kinds) <= {"encoder", "token"}:
-            raise ValueError(f"layers must list {depth} kinds, each 'encoder' or 'token', got {layers!r}")
+        if len(kinds) != depth or not set(kinds) <= {"encoder", "token", "block"}:
+            raise ValueError(f"layers must list {depth} kinds, each 'encoder', 'token' or 'block', got {layers!r}")
+        names = _block_names(blocks, depth)
+        for index, (kind, name) in enumerate(zip(kinds, names, strict=True)):
+            if kind == "block" and name is None:
+                raise ValueError(f"layers[{index}] is 'block' but blocks[{index}] names no registered block")
+            if name is not None and kind not in ("encoder", "block"):
+                raise ValueError(f"blocks[{index}] is {name!r} but layers[{index}] is {kind!r} (expected 'block')")
         self.layers = nn.ModuleList(
-            EncoderBlock(dim, heads, mlp_ratio)
+            nn.Identity()  # a placeholder for a block, rebuilt below
+            if name is not None
+            else EncoderBlock(dim, heads, mlp_ratio)
             if kind == "encoder"
             else ResidualToken(dim, copy.deepcopy(self._activation))
-            for kind in kinds
+            for kind, name in zip(kinds, names, strict=True)
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, out_features)
         self._kinds = kinds
+        for index, name in enumerate(names):
+            if name is not None:
+                self.layers[index] = rebuild_block(name, self, index)
 
     @property
     def depth(self) -> int:
@@ -238,9 +256,19 @@ class ViT(nn.Module):
         """
         return EncoderBranch(self.dim, self.heads, self.mlp_ratio)
 
+    def _block_name(self, layer: nn.Module) -> str | None:
+        name = block_name(layer)
+        if name is None and isinstance(layer, ResidualBlock) and isinstance(layer.block, EncoderBranch):
+            return "encoder"
+        return name
+
     def spec(self) -> dict[str, Any]:
-        """Architecture as a JSON-able dict; ``layers`` lists the kind of each residual layer."""
-        return {
+        """Architecture as a JSON-able dict; ``layers`` lists the kind of each residual layer.
+
+        ``blocks`` (the registered block name of each layer, ``None`` for the model's own
+        layers) is there only when a block was inserted.
+        """
+        spec: dict[str, Any] = {
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "in_channels": self.in_channels,
@@ -252,6 +280,10 @@ class ViT(nn.Module):
             "activation": self.activation_name,
             "layers": list(self._kinds),
         }
+        names = [self._block_name(layer) for layer in self.layers]
+        if any(name is not None for name in names):
+            spec["blocks"] = names
+        return spec
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
