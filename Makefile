@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/topogrow compare california --seeds 3 --threads 1 --batch-size 256 \
 		--epochs-per-stage 8 --final-epochs 10 --max-depth 4 --out results/demo
+
+# What the topological derivative costs (under 15 minutes on 2 cores): results/bench.json
+# and a Markdown table. `make bench BENCH_ARGS=--quick` for a smoke run.
+bench: $(STAMP)
+	$(BIN)/topogrow bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

@@ -149,7 +149,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,bench}")
     run_parser = verbs.add_parser(
         "run",
         help="grow a network with one strategy",
@@ -187,7 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_STRATEGIES),
         help="comma-separated; default all: " + ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items()),
     )
+    bench_parser = verbs.add_parser(
+        "bench",
+        help="measure what the topological derivative costs",
+        description="Time the TD against a training epoch, the block solver against a dense eigh and across "
+        "widths, the TD's memory against S, the growth overhead and the matrix-free path; print a Markdown "
+        "table and write bench.json (see topogrow.app.bench).",
+    )
+    bench_parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
+    bench_parser.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
+    bench_parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
+    bench_parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    bench_parser.add_argument("--data-dir", help="folder holding the data files (as for run)")
+    bench_parser.add_argument("--sections", help="comma-separated subset of the sections (default all)")
+    bench_parser.add_argument("--out", type=Path, default=Path("results/bench.json"), help="(default %(default)s)")
+    bench_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from topogrow.app.bench import BenchConfig, markdown_table, run_bench, write_results
+
+    sections = {} if not args.sections else {"sections": tuple(s.strip() for s in args.sections.split(","))}
+    config = BenchConfig(args.quick, args.repeats, args.threads, args.device, args.data_dir, **sections)
+    results = run_bench(config)
+    print(markdown_table(results))
+    print(f"wrote {write_results(results, args.out)}")
 
 
 def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, ModelConfig]:
@@ -294,11 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line
         try:
-            if args.threads is not None:
+            if args.threads is not None and args.verb != "bench":
                 if args.threads < 1:
                     raise ValueError(f"--threads must be >= 1, got {args.threads}")
                 torch.set_num_threads(args.threads)
-            {"run": _run, "compare": _compare}[args.verb](args)
+            {"run": _run, "compare": _compare, "bench": _bench}[args.verb](args)
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
                 raise

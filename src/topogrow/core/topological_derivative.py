@@ -3,21 +3,49 @@
 Inserting ``x_l -> x_l + sigma(eps W x_l + eps b)`` changes the loss by
 ``-(eps^2 / 2) phi^T Q_l phi + O(eps^3)``. The leading eigenvalue ``mu_l`` of
 ``Q_l`` says *where* to insert (the largest) and its eigenvector *how*.
+
+Two solvers give the same leading eigenpairs (to the iterative tolerance):
+
+- ``"blocks"`` forms every block ``B_r`` (``O(S P n m^2)`` flops, streamed over
+  mini-batches, memory ``n m^2`` per location whatever S is) and diagonalises it
+  (``O(n m^3)``);
+- ``"iterative"`` keeps the location's patches and adjoint rows (memory ``S P (n + m)``,
+  or the states and adjoints when patches are larger, e.g. convolutions) and runs a
+  Lanczos iteration on all blocks at once from block products ``B_r v``, ``O(S P n m)``
+  each (:func:`~topogrow.core.eigen.iterative_block_eigenpairs`).
+
+``"auto"`` picks the cheaper by :func:`solver_costs`: blocks for narrow layers,
+the iterative solver once ``m`` is a few hundred (width 1024: seconds instead of
+minutes, and megabytes instead of the 8.6 GB the blocks would take).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from topogrow._validation import unknown_name_error
 from topogrow.core.adjoint import StatefulModel, states_and_adjoints
 from topogrow.core.batches import Data, iter_batches
-from topogrow.core.eigen import leading_block_eigenpairs, select_leading
+from topogrow.core.eigen import (
+    LeadingEigenpairs,
+    iterative_block_eigenpairs,
+    leading_block_eigenpairs,
+    select_leading,
+    weighted_gram_matvec,
+)
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.losses import Loss, resolve_loss
 
 PATCH_BUDGET = 1 << 22  # state numbers per chunk when forming patches (about 16 MB in float32)
+SOLVERS = ("auto", "blocks", "iterative")
+# Cost model of "auto", in flop-equivalents (calibrated on a 2-core Xeon, see app/bench.py):
+EIGH_COST = 20.0  # a batched eigh of m x m blocks costs about this times m^3 per block
+ITERATIVE_STEPS = 40  # Lanczos steps assumed (20 to 60 at tol 1e-6 on California and MNIST)
+FLOAT64_COST = 2.0  # a float64 product against the float32 block accumulation
+STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Python (about 1 ms)
 
 
 @dataclass(frozen=True)
@@ -35,6 +63,8 @@ class TopologicalDerivative:
         loss: the loss J of the network as it is, over the data used.
         n_samples: S, the number of samples summed over.
         blocks: ``blocks[l]`` is ``(n_l, m_l, m_l)`` if asked for, else ``None``.
+        solvers: ``solvers[l]``, the solver used at location l (``"blocks"`` or ``"iterative"``).
+        products: ``products[l]``, the block products the iterative solver took (0 for blocks).
     """
 
     block_eigenvalues: tuple[torch.Tensor, ...]
@@ -42,6 +72,8 @@ class TopologicalDerivative:
     loss: float
     n_samples: int
     blocks: tuple[torch.Tensor, ...] | None = None
+    solvers: tuple[str, ...] = ()
+    products: tuple[int, ...] = ()
 
     @property
     def eigenvalues(self) -> torch.Tensor:
@@ -118,6 +150,8 @@ def topological_derivative(
     *,
     batch_size: int = 1024,
     keep_blocks: bool = False,
+    solver: str = "auto",
+    tol: float = 1e-6,
 ) -> TopologicalDerivative:
     """Topological derivative of ``model`` at every location, streamed over ``data``.
 
@@ -131,31 +165,58 @@ def topological_derivative(
         data: a DataLoader of ``(x, y)`` batches, or an ``(X, y)`` pair of tensors.
         loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
         batch_size: mini-batch size when ``data`` is a pair.
-        keep_blocks: also return the blocks (memory ``n m^2`` per location).
+        keep_blocks: also return the blocks (memory ``n m^2`` per location; implies
+            the blocks solver).
+        solver: ``"auto"`` (the cheaper by :func:`solver_costs`, per location),
+            ``"blocks"`` or ``"iterative"`` (see the module docstring). The iterative
+            solver keeps the location's states and adjoints: memory grows with S.
+        tol: relative residual at which the iterative solver stops (eigenvalue error
+            about ``tol^2``, at most ``tol``, times the block's largest eigenvalue in magnitude).
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
             f"expected a growable model with forward_states(), insertion_kind() and activation_curvature, "
             f"got {type(model).__name__}"
         )
+    if solver not in SOLVERS:
+        raise unknown_name_error("solver", solver, SOLVERS)
+    if keep_blocks and solver == "iterative":
+        raise ValueError("keep_blocks=True needs the blocks: use solver='blocks' or 'auto'")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
     loss_fn = resolve_loss(loss)
     parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
     curvature = float(model.activation_curvature)
+    expected_samples = _sample_count(data)
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        blocks: list[torch.Tensor] | None = None
+        blocks: list[torch.Tensor | None] = []
+        caches: list[_Cache | None] = []
         total, loss_sum = 0, 0.0
         for x, y in iter_batches(data, batch_size):
             x = x.to(device=device, dtype=dtype)
             y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
             value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
-            contributions = []
+            if not caches:  # first batch: choose each location's solver from its shapes
+                for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
+                    kind = model.insertion_kind(location)
+                    n, m, positions = _block_shape(kind, state, adjoint)
+                    chosen = solver
+                    if solver == "auto":
+                        samples = expected_samples or x.shape[0]
+                        chosen = choose_solver(n, m, positions, samples, keep_blocks=keep_blocks)
+                    caches.append(_Cache(kind, n, m, positions) if chosen == "iterative" else None)
+                    blocks.append(None)
             for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
+                cache = caches[location]
+                if cache is not None:
+                    cache.add(state, adjoint)
+                    continue
                 kind = model.insertion_kind(location)
                 # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
                 step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
@@ -165,20 +226,102 @@ def topological_derivative(
                     ).double()
                     for i in range(0, state.shape[0], step)
                 )
-                contributions.append(block)
-            blocks = contributions if blocks is None else [a + b for a, b in zip(blocks, contributions, strict=True)]
+                blocks[location] = block if blocks[location] is None else blocks[location] + block
             total += x.shape[0]
             loss_sum += value * x.shape[0]
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    assert blocks is not None  # iter_batches raises on empty data
-    blocks = [b / total for b in blocks]
-    pairs = [leading_block_eigenpairs(b) for b in blocks]
+    assert caches  # iter_batches raises on empty data
+    pairs: list[LeadingEigenpairs] = []
+    for location, (block, cache) in enumerate(zip(blocks, caches, strict=True)):
+        if cache is None:
+            blocks[location] = block / total
+            pairs.append(leading_block_eigenpairs(blocks[location]))
+        else:
+            matvec = weighted_gram_matvec(cache.chunks, curvature / total)
+            pairs.append(iterative_block_eigenpairs(matvec, cache.n, cache.m, device=device, tol=tol, seed=location))
+            caches[location] = None  # free the cached states now
     return TopologicalDerivative(
         block_eigenvalues=tuple(p.values for p in pairs),
         block_eigenvectors=tuple(p.vectors for p in pairs),
         loss=loss_sum / total,
         n_samples=total,
         blocks=tuple(blocks) if keep_blocks else None,
+        solvers=tuple("blocks" if b is not None else "iterative" for b in blocks),
+        products=tuple(p.products for p in pairs),
     )
+
+
+def solver_costs(n: int, m: int, positions: int, samples: int) -> dict[str, float]:
+    """Estimated cost (flop-equivalents) of each solver at one location.
+
+    ``n`` blocks of size ``m`` (output channels and patch length + 1), ``positions``
+    per sample (1 for a dense layer, pixels for a convolution, tokens), ``samples`` S.
+    Blocks: accumulate ``2 S P n m^2`` plus diagonalise ``EIGH_COST n m^3``.
+    Iterative: ``ITERATIVE_STEPS`` products of ``4 S P n m`` (at most ``m`` steps),
+    in float64, plus a fixed overhead per step. Both are about linear in S, so the
+    choice mostly depends on m: blocks up to width ~100, iterative beyond.
+    """
+    points = samples * positions
+    steps = min(ITERATIVE_STEPS, m)
+    return {
+        "blocks": 2.0 * points * n * m * m + EIGH_COST * n * m**3,
+        "iterative": steps * (FLOAT64_COST * 4.0 * points * n * m + STEP_OVERHEAD),
+    }
+
+
+def choose_solver(n: int, m: int, positions: int, samples: int, *, keep_blocks: bool = False) -> str:
+    """``"blocks"`` or ``"iterative"``, whichever :func:`solver_costs` says is cheaper
+    (always ``"blocks"`` when the blocks are to be kept)."""
+    if keep_blocks:
+        return "blocks"
+    costs = solver_costs(n, m, positions, samples)
+    return "iterative" if costs["iterative"] < costs["blocks"] else "blocks"
+
+
+def _block_shape(kind, state: torch.Tensor, adjoint: torch.Tensor) -> tuple[int, int, int]:
+    """``(n, m, positions)`` of the blocks of a location, from one sample."""
+    patches = kind.patches(state[:1])
+    rows = kind.adjoint_rows(adjoint[:1])
+    return int(rows.shape[-1]), int(patches.shape[-1]), int(patches.shape[1])
+
+
+def _sample_count(data: Data) -> int | None:
+    """S if it can be known before iterating (a pair, or a DataLoader over a sized dataset)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return int(data[0].shape[0])
+    dataset = getattr(data, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+class _Cache:
+    """A location's data for the iterative solver: patches and adjoint rows in float64
+    when they are about the size of the state (dense, token), else the states and
+    adjoints themselves, unfolded again at every product (convolutions)."""
+
+    def __init__(self, kind, n: int, m: int, positions: int) -> None:
+        self.kind, self.n, self.m, self.positions = kind, n, m, positions
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.unfold = None
+
+    def add(self, state: torch.Tensor, adjoint: torch.Tensor) -> None:
+        if self.unfold is None:
+            self.unfold = self.positions * self.m > 2 * state[0].numel()
+        if self.unfold:
+            self.pairs.append((state, adjoint))
+        else:
+            patches = self.kind.patches(state).reshape(-1, self.m).double()
+            self.pairs.append((patches, self.kind.adjoint_rows(adjoint).reshape(-1, self.n).double()))
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.unfold:
+            yield from self.pairs
+            return
+        for state, adjoint in self.pairs:
+            step = max(1, PATCH_BUDGET // max(self.positions * self.m, 1))
+            for i in range(0, state.shape[0], step):
+                yield self.kind.patches(state[i : i + step]), self.kind.adjoint_rows(adjoint[i : i + step])

@@ -1,0 +1,722 @@
+"""``topogrow bench``: what the topological derivative costs, measured in one run.
+
+Five measurements, each a ratio or a curve taken on the same machine in the same run
+(medians over ``repeats``; timings are never asserted by the tests):
+
+1. ``td_vs_epoch``: the topological derivative at every location against one training
+   epoch of the same model on the same data (California ResidualMLP, MNIST ResidualCNN),
+   on the full training set and on a quarter of it.
+2. ``block_vs_dense`` and ``width_scaling``: the block-diagonal solver against a naive
+   dense ``n(n+1) x n(n+1)`` eigendecomposition (widths 16-64), then the blocks and the
+   iterative (batched Lanczos) solvers alone at widths 128-1024 for one location and
+   S = 2048 samples, with the memory each would take.
+3. ``memory``: peak resident memory of the TD pass for growing S, in a fresh process
+   per measurement (``resource.getrusage``; torch's CPU allocations are invisible to
+   ``tracemalloc``), for the streaming blocks solver and the caching iterative one.
+4. ``growth_overhead``: a whole ``td`` growth run against training its final
+   architecture from scratch for the same number of epochs (:func:`compare`).
+5. ``matrix_free``: Hessian-vector products and time the Lanczos path of
+   :mod:`topogrow.core.matrix_free` needs to match the closed-form eigenvalue to 1e-6.
+
+Everything goes to ``results/bench.json``; :func:`markdown_table` renders the table.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from topogrow.app.experiment import ModelConfig, compare
+from topogrow.app.tasks import make_task
+from topogrow.core import HamiltonianHessian, leading_operator_eigenpairs, states_and_adjoints, topological_derivative
+from topogrow.core.eigen import leading_block_eigenpairs
+from topogrow.core.hamiltonian import hamiltonian_blocks
+from topogrow.core.losses import resolve_loss
+from topogrow.core.topological_derivative import choose_solver, solver_costs
+from topogrow.growth import GrowthConfig
+from topogrow.growth.training import TensorBatches, train_epoch
+from topogrow.nn import ResidualMLP
+from topogrow.nn.blocks import ConvBlock, DenseBlock
+from topogrow.nn.cnn import ResidualCNN
+
+__all__ = ["BenchConfig", "markdown_table", "run_bench"]
+
+GOALS = {
+    "td_vs_epoch": "<= 1.0",
+    "block_vs_dense": ">= 100x at width 64",
+    "width_1024": "< 10 s",
+    "memory": "flat in S",
+    "growth_overhead": "<= 1.0",
+    "matrix_free": "1e-6 relative",
+}
+TD_BATCH = 1024  # GrowthConfig.td_batch_size
+SCALING_SAMPLES = 2048
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how.
+
+    Attributes:
+        quick: small sizes and one repeat: a smoke run of every section (seconds).
+        repeats: timings are the median of this many runs (fewer when one run is slow).
+        threads: torch CPU threads (``None``: torch's choice).
+        device: ``"cpu"``, ``"cuda"``...; ``None``: CUDA when available.
+        data_dir: where the data files are (see :func:`topogrow.app.make_task`).
+        sections: the sections to run (default all).
+    """
+
+    quick: bool = False
+    repeats: int = 3
+    threads: int | None = 2
+    device: str | None = None
+    data_dir: str | None = None
+    sections: tuple[str, ...] = ("td_vs_epoch", "block_vs_dense", "memory", "growth_overhead", "matrix_free")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
+        unknown = set(self.sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown bench sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+
+    @property
+    def runs(self) -> int:
+        """Repeats of each timing: one in a quick run."""
+        return 1 if self.quick else self.repeats
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+# ------------------------------------------------------------------ helpers
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    fn: Callable[[], Any], repeats: int, device: torch.device, budget_s: float = 20.0
+) -> tuple[float, list[float], Any]:
+    """``(median seconds, every time, last result)`` of ``fn()`` over up to ``repeats`` runs;
+    stops repeating once the runs so far took ``budget_s``."""
+    times, result = [], None
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        result = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        if sum(times) >= budget_s:
+            break
+    return statistics.median(times), times, result
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _machine(cfg: BenchConfig) -> dict[str, Any]:
+    device = cfg.torch_device
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "quick": cfg.quick,
+        "repeats": cfg.runs,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _mlp(width: int, depth: int, device: torch.device, seed: int = 0) -> ResidualMLP:
+    torch.manual_seed(seed)
+    return ResidualMLP(8, width, depth, 1).to(device)
+
+
+def _cnn(device: torch.device, seed: int = 0) -> ResidualCNN:
+    torch.manual_seed(seed)
+    return ResidualCNN(1, (8, 16), (1, 1), 10).to(device)
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[index], y[index]
+
+
+# ------------------------------------------------------- 1. TD vs an epoch
+def bench_td_vs_epoch(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """TD time at all locations / one training epoch, same model and data."""
+    device = cfg.torch_device
+    rows = _td_vs_epoch_case(cfg, "california", "ResidualMLP width 64, depth 4", 128, _mlp(64, 4, device), 1000)
+    rows += _td_vs_epoch_case(cfg, "mnist5k", "ResidualCNN channels (8,16), depths (1,1)", 64, _cnn(device), 64)
+    return rows
+
+
+def _td_vs_epoch_case(
+    cfg: BenchConfig, task_name: str, label: str, batch: int, model: torch.nn.Module, quick_n: int
+) -> list[dict[str, Any]]:
+    device = cfg.torch_device
+    task = make_task(task_name, seed=0, data_dir=cfg.data_dir, n_train=quick_n if cfg.quick else None)
+    x, y = task.X_train.to(device), task.y_train.to(device)
+    loss = resolve_loss(task.loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = TensorBatches(x, y, batch, shuffle=True, seed=0)
+
+    def td(data, solver):
+        return topological_derivative(model, data, task.loss, batch_size=TD_BATCH, solver=solver)
+
+    # the iterative solver unfolds every convolution patch again at each product: far slower here
+    solvers = ["auto", "blocks", "iterative"] if isinstance(model, ResidualMLP) else ["auto"]
+    subsets = [("all", (x, y)), ("1/4", _subset(x, y, max(1, x.shape[0] // 4)))]
+    if isinstance(model, ResidualCNN):  # each image brings H x W patches: few images fill the blocks
+        subsets.append(("1/32", _subset(x, y, max(1, x.shape[0] // 32))))
+    variants = [(name, data, solver) for name, data in subsets for solver in (solvers if name == "all" else ["auto"])]
+    # Interleaved: each repeat times the epoch, then every TD variant, so that a change in
+    # the machine's load (other processes) hits the numerator and the denominator alike.
+    epoch_times: list[float] = []
+    times: dict[int, list[float]] = {i: [] for i in range(len(variants))}
+    results: dict[int, Any] = {}
+    for repeat in range(cfg.runs):
+        _log(f"td_vs_epoch: {task_name} repeat {repeat + 1}/{cfg.runs}: epoch, then {len(variants)} TD variants")
+        epoch_times += timed(lambda: train_epoch(model, batches, loss, optimizer), 1, device)[1]
+        for i, (_, data, solver) in enumerate(variants):
+            _, seconds, results[i] = timed(lambda data=data, solver=solver: td(data, solver), 1, device)
+            times[i] += seconds
+    epoch = statistics.median(epoch_times)
+    full = results[0]
+    rows = []
+    for i, (data_name, data, solver) in enumerate(variants):
+        seconds, result = statistics.median(times[i]), results[i]
+        rows.append(
+            {
+                "task": task_name,
+                "model": label,
+                "epoch_batch_size": batch,
+                "n_train": int(x.shape[0]),
+                "td_samples": int(data[0].shape[0]),
+                "data": data_name,
+                "solver": solver,
+                "solvers_used": list(result.solvers),
+                "products": list(result.products),
+                "td_s": seconds,
+                "td_times": times[i],
+                "epoch_s": epoch,
+                "epoch_times": epoch_times,
+                "ratio": seconds / epoch,
+                "locations": result.n_locations,
+                **_agreement(full, result),
+            }
+        )
+    if isinstance(model, ResidualCNN):
+        # why the conv TD costs what it does: O(S P C m^2) per location, m = C k^2 + 1
+        costs = []
+        for location in model.locations:
+            stage, _ = model.stage_position(location)
+            c, size = model.channels[stage], x.shape[-1] // 2**stage
+            m = c * model.kernel_size**2 + 1
+            costs.append(solver_costs(c, m, size * size, int(x.shape[0])) | {"location": location, "n": c, "m": m})
+        for row in rows:
+            row["cost_model"] = costs
+    return rows
+
+
+def _agreement(full, sub) -> dict[str, Any]:
+    """How a TD on a subsample compares with the TD on all samples."""
+    l = full.best_location
+    cosine = torch.nn.functional.cosine_similarity(
+        full.block_eigenvectors[l][full.block_eigenvalues[l].argmax()],
+        sub.block_eigenvectors[l][sub.block_eigenvalues[l].argmax()],
+        dim=0,
+    )
+    return {
+        "same_best_location": sub.best_location == l,
+        "eigenvalue_rel_error": float(((sub.eigenvalues - full.eigenvalues).abs() / full.eigenvalues.abs()).max()),
+        "direction_cosine": abs(float(cosine)),
+    }
+
+
+# ----------------------------------------------- 2. block vs dense, scaling
+def _location_data(width: int, samples: int, device: torch.device, data_dir: str | None):
+    task = make_task("california", seed=0, data_dir=data_dir)
+    x, y = task.X_train[:samples].to(device), task.y_train[:samples].to(device)
+    return _mlp(width, 0, device, seed=width), (x, y)
+
+
+def _dense_reference(model: ResidualMLP, data) -> tuple[float, float]:
+    """The naive path: blocks, then the dense ``n(n+1) x n(n+1)`` matrix, then one ``eigh``.
+
+    Returns ``(leading eigenvalue, dense memory in bytes)``."""
+    x, y = data
+    _, states, adjoints = states_and_adjoints(model, x, y, resolve_loss("mse"), scale=1.0)
+    kind = model.insertion_kind(0)
+    blocks = hamiltonian_blocks(kind.patches(states[0]), kind.adjoint_rows(adjoints[0]), model.activation_curvature)
+    dense = torch.block_diag(*blocks.double())
+    dense = 0.5 * (dense + dense.T)
+    values, _ = torch.linalg.eigh(dense)
+    return float(values[-1]), dense.numel() * dense.element_size()
+
+
+def bench_block_vs_dense(cfg: BenchConfig) -> dict[str, list[dict[str, Any]]]:
+    device = cfg.torch_device
+    samples = 512 if cfg.quick else SCALING_SAMPLES
+    dense_rows = []
+    for width in (8, 16) if cfg.quick else (16, 32, 64):
+        _log(f"block_vs_dense: width {width}")
+        model, data = _location_data(width, samples, device, cfg.data_dir)
+        block_s, _, td = timed(
+            lambda model=model, data=data: topological_derivative(model, data, "mse", solver="blocks"),
+            cfg.runs,
+            device,
+        )
+        dense_s, _, (dense_top, dense_bytes) = timed(
+            lambda model=model, data=data: _dense_reference(model, data), cfg.runs, device, budget_s=30.0
+        )
+        block_top = float(td.eigenvalues[0])
+        dense_rows.append(
+            {
+                "width": width,
+                "samples": samples,
+                "block_s": block_s,
+                "dense_s": dense_s,
+                "speedup": dense_s / block_s,
+                "dense_bytes": dense_bytes,
+                "agreement": abs(block_top - dense_top) / max(abs(dense_top), 1e-300),
+            }
+        )
+    scaling = []
+    widths = (32, 64) if cfg.quick else (128, 256, 512, 1024)
+    blocks_limit = 64 if cfg.quick else 512  # beyond, the blocks take minutes and gigabytes
+    for width in widths:
+        model, data = _location_data(width, samples, device, cfg.data_dir)
+        m = width + 1
+        row: dict[str, Any] = {
+            "width": width,
+            "samples": samples,
+            "auto": choose_solver(width, m, 1, samples),
+            "dense_bytes": (width * m) ** 2 * 8,
+            "blocks_bytes": width * m * m * 8,
+            "iterative_bytes": samples * (width + m) * 8,
+            "costs": solver_costs(width, m, 1, samples),
+        }
+        _log(f"width_scaling: width {width} iterative")
+        row["iterative_s"], _, iterative = timed(
+            lambda model=model, data=data: topological_derivative(model, data, "mse", solver="iterative"),
+            cfg.runs,
+            device,
+        )
+        row["products"] = iterative.products[0]
+        if width <= blocks_limit:
+            _log(f"width_scaling: width {width} blocks")
+            row["blocks_s"], _, blocks = timed(
+                lambda model=model, data=data: topological_derivative(model, data, "mse", solver="blocks"),
+                cfg.runs,
+                device,
+            )
+            exact, approx = blocks.block_eigenvalues[0], iterative.block_eigenvalues[0]
+            row["max_rel_error_top"] = abs(float(exact.max() - approx.max())) / abs(float(exact.max()))
+            row["max_abs_error_over_top"] = float((exact - approx).abs().max()) / float(exact.abs().max())
+        else:
+            row["blocks_s"] = None
+        row["fast_s"] = row["iterative_s"] if row["auto"] == "iterative" else row["blocks_s"]
+        scaling.append(row)
+    return {"dense": dense_rows, "scaling": scaling}
+
+
+# ------------------------------------------------------------- 3. memory
+MEMORY_PROBE = """
+import json, sys
+from topogrow.app.bench import _memory_probe
+print(json.dumps(_memory_probe(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] or None, int(sys.argv[5]))))
+"""
+
+
+def _rss_bytes() -> int:
+    """Peak resident memory of this process so far (``ru_maxrss``)."""
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _status_bytes(field_name: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` (Linux), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the peak-RSS mark (``VmHWM``) to the current RSS: Linux's ``clear_refs`` 5."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _status_bytes("VmHWM") is not None
+
+
+def _memory_probe(samples: int, solver: str, device: str, data_dir: str | None, threads: int) -> dict[str, Any]:
+    """Run in a fresh process: peak memory of one TD pass on ``samples`` California samples."""
+    torch.set_num_threads(threads)
+    device = torch.device(device)
+    task = make_task("california", seed=0, data_dir=data_dir)
+    x = torch.cat([task.X_train, task.X_val, task.X_test])[:samples].to(device)
+    y = torch.cat([task.y_train, task.y_val, task.y_test])[:samples].to(device)
+    model = _mlp(64, 4, device)
+    topological_derivative(model, (x[:64], y[:64]), "mse", solver=solver)  # warm up kernels and buffers
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before, measure = torch.cuda.memory_allocated(device), "torch.cuda.max_memory_allocated"
+    elif _reset_peak():  # the peak so far (loading the data) would hide a smaller TD pass
+        before, measure = _status_bytes("VmRSS"), "VmHWM after clear_refs"
+    else:
+        before, measure = _rss_bytes(), "ru_maxrss"
+    start = time.perf_counter()
+    topological_derivative(model, (x, y), "mse", batch_size=TD_BATCH, solver=solver)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = _status_bytes("VmHWM") if measure.startswith("VmHWM") else _rss_bytes()
+    return {
+        "samples": int(x.shape[0]),
+        "solver": solver,
+        "peak_bytes": peak,
+        "td_extra_bytes": peak - before,
+        "td_s": seconds,
+        "measure": measure,
+    }
+
+
+def bench_memory(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Peak memory of one TD pass per (solver, S), each in a fresh process.
+
+    The full run starts the processes one after another; a quick run starts them
+    together (memory is per process, and the timings recorded are not the point here).
+    """
+    threads = cfg.threads or torch.get_num_threads()
+    jobs = [
+        (solver, samples)
+        for solver in ("blocks", "iterative")
+        for samples in ((256, 1024) if cfg.quick else (2000, 8000, 20000))
+    ]
+
+    def start(solver: str, samples: int) -> subprocess.Popen:
+        _log(f"memory: S={samples} solver={solver}")
+        command = [sys.executable, "-c", MEMORY_PROBE, str(samples), solver, str(cfg.torch_device)]
+        command += [cfg.data_dir or "", str(threads)]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(process: subprocess.Popen, solver: str, samples: int) -> dict[str, Any]:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"memory probe failed (S={samples}, {solver}):\n{err[-2000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    if cfg.quick:
+        processes = [(start(*job), *job) for job in jobs]
+        return [finish(*p) for p in processes]
+    return [finish(start(*job), *job) for job in jobs]
+
+
+# ----------------------------------------------------- 4. growth overhead
+def bench_growth(cfg: BenchConfig) -> dict[str, Any]:
+    growth = GrowthConfig(
+        strategy="td",
+        max_depth=2 if cfg.quick else 4,
+        epochs_per_stage=1 if cfg.quick else 3,
+        final_epochs=1 if cfg.quick else 3,
+        batch_size=256,
+        seed=0,
+        device=cfg.device,
+    )
+    model = ModelConfig(width=64, initial_depth=1)
+    _log("growth_overhead: td run and scratch run")
+    comparison = compare(
+        "california",
+        ("td", "scratch"),
+        1,
+        growth,
+        model,
+        cfg.data_dir,
+        300 if cfg.quick else None,
+        progress=False,
+    )
+    runs = {r.strategy: r for r in comparison.results}
+    td, scratch = runs["td"], runs["scratch"]
+    td_passes = sum(1 for s in td.history.stages if s.eigenvalues is not None)
+    return {
+        "task": "california",
+        "config": {
+            "width": 64,
+            "initial_depth": 1,
+            **{k: growth.to_dict()[k] for k in ("max_depth", "epochs_per_stage", "final_epochs", "batch_size")},
+        },
+        "td_wall_s": td.wall_time,
+        "scratch_wall_s": scratch.wall_time,
+        "ratio": td.wall_time / scratch.wall_time,
+        "epochs": td.total_epochs,
+        "final_depth": td.final_depth,
+        "td_passes": td_passes,
+        "insertions": td.final_depth - model.initial_depth,
+    }
+
+
+# --------------------------------------------------------- 5. matrix-free
+def _count_products(operator: HamiltonianHessian) -> list[int]:
+    """Count Hessian-vector products (one per vector, ``matmat`` columns included)."""
+    count = [0]
+    matvec, matmat = operator.matvec, operator.matmat
+
+    def counted_matvec(v):
+        count[0] += 1
+        return matvec(v)
+
+    def counted_matmat(v, chunk: int = 32):
+        count[0] += int(torch.as_tensor(v).shape[1])
+        return matmat(v, chunk)
+
+    operator.matvec = counted_matvec  # instance attributes: to_scipy() picks them up
+    operator.matmat = counted_matmat
+    return count
+
+
+def bench_matrix_free(cfg: BenchConfig) -> list[dict[str, Any]]:
+    device = cfg.torch_device
+    rows = []
+    cases = []
+    task = make_task("california", seed=0, data_dir=cfg.data_dir)
+    n_dense = 256 if cfg.quick else 2048
+    mlp = _mlp(16, 2, device)
+    cases.append(("dense", "ResidualMLP width 16, last location", mlp, task, n_dense, mlp.depth))
+    images = make_task("mnist5k", seed=0, data_dir=cfg.data_dir, n_train=64 if cfg.quick else None)
+    cnn = _cnn(device)
+    cases.append(("conv", "ResidualCNN (8,16), location 0 (8 channels)", cnn, images, 16 if cfg.quick else 256, 0))
+    for kind_name, label, model, t, samples, location in cases:
+        x, y = t.X_train[:samples].to(device), t.y_train[:samples].to(device)
+        _, states, adjoints = states_and_adjoints(model, x, y, resolve_loss(t.loss), scale=1.0)
+        state, adjoint = states[location].double(), adjoints[location].double()
+        kind = model.insertion_kind(location)
+        blocks = hamiltonian_blocks(kind.patches(state), kind.adjoint_rows(adjoint), model.activation_curvature)
+        exact = float(leading_block_eigenpairs(blocks).values.max())
+        activation = model._activation
+        features = state.shape[1]
+        block = DenseBlock(features, activation) if kind_name == "dense" else ConvBlock(features, activation)
+        row = {"layer": kind_name, "model": label, "samples": samples, "closed_form": exact}
+        for tol in (1e-2, 1e-4, 1e-6, 1e-9, 0.0):
+            _log(f"matrix_free: {kind_name} tol={tol:g}")
+            operator = HamiltonianHessian(block, state, adjoint)
+            count = _count_products(operator)
+            _sync(device)
+            start = time.perf_counter()
+            values, _ = leading_operator_eigenpairs(operator, k=1, tol=tol)
+            _sync(device)
+            seconds = time.perf_counter() - start
+            error = abs(float(values[0]) - exact) / abs(exact)
+            row.update(parameters=operator.n, tol=tol, products=count[0], seconds=seconds, rel_error=error)
+            if error <= 1e-6:
+                break
+        rows.append(row)
+    return rows
+
+
+SECTIONS: dict[str, Callable[[BenchConfig], Any]] = {
+    "td_vs_epoch": bench_td_vs_epoch,
+    "block_vs_dense": bench_block_vs_dense,
+    "memory": bench_memory,
+    "growth_overhead": bench_growth,
+    "matrix_free": bench_matrix_free,
+}
+
+
+def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:
+    """Run the sections of ``cfg`` and return every measurement (JSON-able)."""
+    cfg = cfg or BenchConfig()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    results: dict[str, Any] = {"machine": _machine(cfg), "config": asdict(cfg)}
+    for name in cfg.sections:
+        section_start = time.perf_counter()
+        results[name] = SECTIONS[name](cfg)
+        _log(f"{name} done in {time.perf_counter() - section_start:.1f} s")
+    results["total_s"] = time.perf_counter() - start
+    results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["goals"] = goals_met(results)
+    return results
+
+
+# ------------------------------------------------------------------- report
+def goals_met(results: dict[str, Any]) -> dict[str, bool | None]:
+    """Whether each goal of the issue is met (``None`` where the section did not run)."""
+    met: dict[str, bool | None] = dict.fromkeys(GOALS)
+    if "td_vs_epoch" in results:
+        full = [r for r in results["td_vs_epoch"] if r["data"] == "all" and r["solver"] == "auto"]
+        met["td_vs_epoch"] = all(r["ratio"] <= 1.0 for r in full)
+    if "block_vs_dense" in results:
+        dense = results["block_vs_dense"]["dense"]
+        met["block_vs_dense"] = dense[-1]["speedup"] >= 100 if dense[-1]["width"] >= 64 else None
+        widest = results["block_vs_dense"]["scaling"][-1]
+        met["width_1024"] = widest["fast_s"] < 10 if widest["width"] >= 1024 else None
+    if "memory" in results:
+        blocks = [r for r in results["memory"] if r["solver"] == "blocks"]
+        met["memory"] = blocks[-1]["td_extra_bytes"] <= 1.5 * max(blocks[0]["td_extra_bytes"], 32 << 20)
+    if "growth_overhead" in results:
+        met["growth_overhead"] = results["growth_overhead"]["ratio"] <= 1.0
+    if "matrix_free" in results:
+        met["matrix_free"] = all(r["rel_error"] <= 1e-6 for r in results["matrix_free"])
+    return met
+
+
+def _mb(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "-"}[ok]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The "Performance" section: one summary table and the curves behind it."""
+    machine = results["machine"]
+    device = f"{machine['device']} ({machine['device_name']}, {machine['threads']} threads)"
+    lines = [
+        "### Performance",
+        "",
+        f"Measured by `topogrow bench{' --quick' if machine['quick'] else ''}` on {device}, torch "
+        f"{machine['torch']}; medians of {machine['repeats']} runs, in {results.get('total_s', 0):.0f} s.",
+        "",
+        "| measure | setting | device | value | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    dev = machine["device"]
+    goals = results.get("goals", {})
+    for r in results.get("td_vs_epoch", []):
+        if r["solver"] != "auto":
+            continue
+        solvers = "/".join(sorted(set(r["solvers_used"])))
+        ok = r["ratio"] <= 1.0 if r["data"] == "all" else None
+        agree = ""
+        if r["data"] != "all":
+            agree = (
+                f"; vs all: best location {'same' if r['same_best_location'] else '**differs**'}, "
+                f"mu_l within {r['eigenvalue_rel_error']:.0%}, direction cosine {r['direction_cosine']:.2f}"
+            )
+        lines.append(
+            f"| TD (all locations) / one epoch | {r['task']}, {r['model']}; TD on {r['data']} = {r['td_samples']} "
+            f"of {r['n_train']} samples ({solvers}){agree}; epoch batch {r['epoch_batch_size']} | {dev} | "
+            f"**{r['ratio']:.2f}** ({_s(r['td_s'])} / {_s(r['epoch_s'])}) | <= 1.0 | {_mark(ok)} |"
+        )
+    for r in results.get("td_vs_epoch", []):
+        if r["solver"] != "auto":
+            lines.append(
+                f"| TD / one epoch, solver={r['solver']} | {r['task']}, {r['model']}, all samples | {dev} | "
+                f"{r['ratio']:.2f} ({_s(r['td_s'])}) | - | - |"
+            )
+    section = results.get("block_vs_dense")
+    if section:
+        for r in section["dense"]:
+            lines.append(
+                f"| block solver vs dense eigh | width {r['width']}, S = {r['samples']}, dense matrix "
+                f"{_mb(r['dense_bytes'])} | {dev} | **{r['speedup']:.0f}x** ({_s(r['block_s'])} vs "
+                f"{_s(r['dense_s'])}) | >= 100x at 64 | {_mark(r['speedup'] >= 100 if r['width'] >= 64 else None)} |"
+            )
+        for r in section["scaling"]:
+            ok = r["fast_s"] < 10 if r["width"] >= 1024 else None
+            lines.append(
+                f"| one location, fast path ({r['auto']}) | width {r['width']}, S = {r['samples']}, "
+                f"{r['products']} Lanczos products | {dev} | **{_s(r['fast_s'])}** (blocks {_s(r['blocks_s'])}, "
+                f"iterative {_s(r['iterative_s'])}) | < 10 s at 1024 | {_mark(ok)} |"
+            )
+    memory = results.get("memory")
+    if memory:
+        for solver in ("blocks", "iterative"):
+            rows = [r for r in memory if r["solver"] == solver]
+            curve = ", ".join(
+                f"{r['samples'] // 1000 or r['samples']}{'k' if r['samples'] >= 1000 else ''}: "
+                f"{_mb(r['td_extra_bytes'])}"
+                for r in rows
+            )
+            ok = goals.get("memory") if solver == "blocks" else None
+            lines.append(
+                f"| peak memory of the TD pass ({rows[0]['measure']}, above the process) | California MLP "
+                f"64x4, solver={solver}, S = {curve} | {dev} | "
+                f"{'flat' if solver == 'blocks' and ok else 'grows with S' if solver == 'iterative' else 'grows'} "
+                f"| flat in S | {_mark(ok)} |"
+            )
+    growth = results.get("growth_overhead")
+    if growth:
+        c = growth["config"]
+        lines.append(
+            f"| td growth run / scratch training | California, width 64, depth {c['initial_depth']} -> "
+            f"{growth['final_depth']}, {growth['epochs']} epochs, {growth['td_passes']} TD passes + line searches "
+            f"| {dev} | **{growth['ratio']:.2f}** ({_s(growth['td_wall_s'])} / {_s(growth['scratch_wall_s'])}) "
+            f"| <= 1.0 | {_mark(growth['ratio'] <= 1.0)} |"
+        )
+    for r in results.get("matrix_free", []):
+        lines.append(
+            f"| matrix-free Lanczos to the closed form | {r['layer']} layer, {r['model']}, {r['parameters']} "
+            f"parameters, S = {r['samples']}, eigsh tol {r['tol']:g} | {dev} | **{r['products']} HVPs**, "
+            f"{_s(r['seconds'])}, error {r['rel_error']:.1e} | 1e-6 | {_mark(r['rel_error'] <= 1e-6)} |"
+        )
+    if section:
+        lines += [
+            "",
+            "| width | S | auto picks | blocks | iterative | Lanczos products | dense matrix | blocks memory "
+            "| iterative cache |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in section["scaling"]:
+            lines.append(
+                f"| {r['width']} | {r['samples']} | {r['auto']} | {_s(r['blocks_s'])} | {_s(r['iterative_s'])} | "
+                f"{r['products']} | {_mb(r['dense_bytes'])} | {_mb(r['blocks_bytes'])} | {_mb(r['iterative_bytes'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict[str, Any], path: Path) -> Path:
+    """Write the JSON atomically."""
+    from topogrow.app.report import write_json_atomic
+
+    return write_json_atomic(path, results)
