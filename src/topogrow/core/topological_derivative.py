@@ -21,7 +21,7 @@ minutes, and megabytes instead of the 8.6 GB the blocks would take).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -152,6 +152,7 @@ def topological_derivative(
     keep_blocks: bool = False,
     solver: str = "auto",
     tol: float = 1e-6,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TopologicalDerivative:
     """Topological derivative of ``model`` at every location, streamed over ``data``.
 
@@ -172,6 +173,12 @@ def topological_derivative(
             solver keeps the location's states and adjoints: memory grows with S.
         tol: relative residual at which the iterative solver stops (eigenvalue error
             about ``tol^2``, at most ``tol``, times the block's largest eigenvalue in magnitude).
+        reduce: for data split over processes, a function that sums a float64 tensor over
+            them (e.g. :func:`topogrow.growth.distributed.all_reduce_sum`). It is applied
+            to the sample count and loss sum, to each location's summed blocks before they
+            are divided and diagonalised, and to each block product of the iterative
+            solver, so every process gets the topological derivative of all the data.
+            Every process must call this with the same arguments and at least one sample.
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
@@ -203,12 +210,14 @@ def topological_derivative(
             y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
             value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
             if not caches:  # first batch: choose each location's solver from its shapes
+                samples = expected_samples or x.shape[0]
+                if reduce is not None and solver == "auto":  # the same choice in every process
+                    samples = int(reduce(torch.tensor(float(samples), dtype=torch.float64, device=device)).item())
                 for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
                     kind = model.insertion_kind(location)
                     n, m, positions = _block_shape(kind, state, adjoint)
                     chosen = solver
                     if solver == "auto":
-                        samples = expected_samples or x.shape[0]
                         chosen = choose_solver(n, m, positions, samples, keep_blocks=keep_blocks)
                     caches.append(_Cache(kind, n, m, positions) if chosen == "iterative" else None)
                     blocks.append(None)
@@ -233,13 +242,18 @@ def topological_derivative(
         if was_training and hasattr(model, "train"):
             model.train()
     assert caches  # iter_batches raises on empty data
+    if reduce is not None:
+        counts = reduce(torch.tensor([float(total), loss_sum], dtype=torch.float64, device=device))
+        total, loss_sum = round(counts[0].item()), counts[1].item()
     pairs: list[LeadingEigenpairs] = []
     for location, (block, cache) in enumerate(zip(blocks, caches, strict=True)):
         if cache is None:
-            blocks[location] = block / total
+            blocks[location] = (block if reduce is None else reduce(block)) / total
             pairs.append(leading_block_eigenpairs(blocks[location]))
         else:
             matvec = weighted_gram_matvec(cache.chunks, curvature / total)
+            if reduce is not None:
+                matvec = _reduced(matvec, reduce)
             pairs.append(iterative_block_eigenpairs(matvec, cache.n, cache.m, device=device, tol=tol, seed=location))
             caches[location] = None  # free the cached states now
     return TopologicalDerivative(
@@ -285,6 +299,11 @@ def _block_shape(kind, state: torch.Tensor, adjoint: torch.Tensor) -> tuple[int,
     patches = kind.patches(state[:1])
     rows = kind.adjoint_rows(adjoint[:1])
     return int(rows.shape[-1]), int(patches.shape[-1]), int(patches.shape[1])
+
+
+def _reduced(matvec, reduce: Callable[[torch.Tensor], torch.Tensor]):
+    """``matvec`` summed over processes by ``reduce``."""
+    return lambda vectors, index: reduce(matvec(vectors, index))
 
 
 def _sample_count(data: Data) -> int | None:
