@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -22,6 +23,7 @@ from topogrow.core import (
     topological_derivative,
 )
 from topogrow.core.losses import Loss
+from topogrow.growth import distributed
 from topogrow.growth.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -108,6 +110,13 @@ class Grower:
     ``fit(..., checkpoint_dir=...)`` checkpoints the run; :meth:`from_checkpoint`
     continues it (exactly, on CPU).
 
+    Under an initialised ``torch.distributed`` process group of several processes, each
+    giving ``fit`` its own shard of the data, the run is distributed
+    (:mod:`topogrow.growth.distributed`): DistributedDataParallel training, the
+    topological derivative and the losses summed over all processes, the same insertion
+    everywhere, checkpoints written by process 0. Every process needs the same number of
+    training batches per epoch.
+
     With ``config.block`` set (a name in :data:`topogrow.nn.blocks.BLOCKS`) the model
     grows by that block: the topological derivative is the matrix-free one and each
     insertion is a zero ``ResidualBlock`` put in by ``model.insert_block``.
@@ -147,6 +156,9 @@ class Grower:
         self._resume: Checkpoint | None = None
         self._checkpointer: Checkpointer | None = None
         self._generator = torch.Generator().manual_seed(self.config.seed + 1)
+        self._reduce = None  # sums over processes in a distributed fit (see _setup_distributed)
+        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        self._checkpointing = False
         cfg = self.config
         self.schedule = (
             FixedEpochs(cfg.epochs_per_stage)
@@ -229,11 +241,14 @@ class Grower:
         self._check_compatible(train_source, "train")
         if val_source is not None:
             self._check_compatible(val_source, "val")
+        self._setup_distributed(train_source)
         self._checkpointer = None
         if checkpoint_dir is not None:
             _check_rebuildable(self.model)  # fail now, not at the first checkpoint
             resumed = self._resume.path if self._resume is not None else None
-            self._checkpointer = Checkpointer(checkpoint_dir, keep_checkpoints, resumed_from=resumed)
+            if distributed.is_main_process():  # the others only wait for it (see _checkpoint)
+                self._checkpointer = Checkpointer(checkpoint_dir, keep_checkpoints, resumed_from=resumed)
+            self._checkpointing = True
         self._checkpoint_every = checkpoint_every
         self._generators = self._data_generators(train_source)
         self.optimizer = rebuild_optimizer(None, self.model.parameters(), cfg.lr, cfg.weight_decay)
@@ -248,17 +263,84 @@ class Grower:
             self.progress = _Progress()
         self._start = time.perf_counter() - self.progress.elapsed
         self._bar = tqdm(
-            desc=f"{cfg.strategy}", unit="epoch", disable=not progress, leave=False, initial=len(self.history.epochs)
+            desc=f"{cfg.strategy}",
+            unit="epoch",
+            disable=not progress or not distributed.is_main_process(),
+            leave=False,
+            initial=len(self.history.epochs),
         )
         try:
             self._loop(train_source, val_source)
         finally:
             self._bar.close()
+            self._ddp = None
         self.history.wall_time = time.perf_counter() - self._start
         self._resume = None
         return self.history
 
+    @property
+    def distributed(self) -> bool:
+        """Whether :meth:`fit` runs over several processes (a process group of more than one)."""
+        return distributed.is_distributed()
+
     # --------------------------------------------------------------- internals
+    def _setup_distributed(self, train_source: DataSource) -> None:
+        """Check that a distributed run can go ahead: closed-form layers, equal batch counts."""
+        self._ddp = None
+        self._checkpointing = False
+        self._reduce = distributed.all_reduce_sum if self.distributed else None
+        if not self.distributed:
+            return
+        if self.config.block is not None:
+            raise NotImplementedError(
+                f"growth by a block (block={self.config.block!r}, the matrix-free topological derivative) is "
+                "single-process; use block=None (the closed-form layer) under torch.distributed"
+            )
+        try:
+            batches = len(train_source.loader)
+        except TypeError:
+            raise ValueError(
+                "train: under torch.distributed every process needs the same number of batches per epoch; "
+                "give a sized DataLoader or an (X, y) pair"
+            ) from None
+        counts = distributed.all_reduce_sum(torch.tensor([batches, -batches], dtype=torch.float64))
+        world = distributed.world_size()
+        if counts[0] != world * batches or -counts[1] != world * batches:  # differ somewhere
+            raise ValueError(
+                f"train: every process needs the same number of batches per epoch (DistributedDataParallel "
+                f"steps together); this one (rank {distributed.rank()}) has {batches}. Give each process an "
+                "equal shard (topogrow.growth.distributed.shard, or DistributedSampler)"
+            )
+
+    def _trainable(self) -> torch.nn.Module:
+        """The model to train: itself, or its DistributedDataParallel wrapper (built again
+        after each insertion, since the parameter set changed; building it broadcasts
+        process 0's parameters)."""
+        if self._reduce is None:
+            return self.model
+        if self._ddp is None:
+            device_ids = None
+            if self.device.type == "cuda":
+                device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+            self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        return self._ddp
+
+    def _same_proposal(self, proposal: Proposal) -> Proposal:
+        """Process 0's proposal on every process (they agree unless a solver is not deterministic)."""
+        if self._reduce is None:
+            return proposal
+        head = torch.tensor([float(proposal.location), float(proposal.curvature or 0.0)], dtype=torch.float64)
+        head0 = distributed.broadcast(head.clone())
+        disagree = distributed.all_reduce_sum(torch.tensor(float(head0[0] != head[0])))
+        if disagree > 0:
+            raise RuntimeError(
+                f"the processes proposed different locations (process 0: {int(head0[0])}, this one: "
+                f"{proposal.location}); their models or data differ in shape"
+            )
+        direction = distributed.broadcast(proposal.direction.detach().clone().contiguous())
+        curvature = None if proposal.curvature is None else float(head0[1])
+        return dataclasses.replace(proposal, direction=direction, curvature=curvature)
+
     def _data_generators(self, train_source: DataSource) -> dict[str, torch.Generator]:
         """The generators whose states a checkpoint keeps (besides the global RNGs)."""
         generators = {"grower": self._generator}
@@ -299,8 +381,12 @@ class Grower:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        """Write a checkpoint of the run as it is now (when a checkpoint directory was given)."""
+        """Write a checkpoint of the run as it is now (when a checkpoint directory was given);
+        in a distributed run process 0 writes and the others wait for it."""
         if self._checkpointer is None:
+            if self._checkpointing and self._reduce is not None:
+                distributed.barrier()
+                self._saved = True
             return
         cfg, state = self.config, self.progress
         state.elapsed = time.perf_counter() - self._start
@@ -322,6 +408,8 @@ class Grower:
             model=self.model, optimizer=self.optimizer, trainer=trainer, generators=self._generators, summary=summary
         )
         self._saved = True
+        if self._reduce is not None:
+            distributed.barrier()
 
     def _end_stage(self, train_source: DataSource) -> None:
         """The end of a stage: record it, apply the stop rules, decide and insert a layer."""
@@ -377,6 +465,7 @@ class Grower:
         if fault is not None:
             self._skip(record, fault)
             return
+        proposal = self._same_proposal(proposal)
         search = self._insert(proposal, train_source)
         state.faults = 0
         record.location = proposal.location
@@ -408,10 +497,10 @@ class Grower:
     def _epoch(self, stage: int, train_source: DataSource, val_source: DataSource | None) -> EpochRecord:
         epoch = len(self.history.epochs) + 1
         try:
-            train_loss = train_epoch(self.model, train_source.loader, self.loss, self.optimizer)
+            train_loss = train_epoch(self._trainable(), train_source.loader, self.loss, self.optimizer, self._reduce)
         except FloatingPointError as error:
             raise FloatingPointError(self._diverged(epoch, stage, _one_line(error))) from None
-        val_loss = evaluate_loss(self.model, val_source.loader, self.loss) if val_source else train_loss
+        val_loss = evaluate_loss(self.model, val_source.loader, self.loss, self._reduce) if val_source else train_loss
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             problem = f"the {'validation' if math.isfinite(train_loss) else 'training'} loss became "
             problem += f"{val_loss if math.isfinite(train_loss) else train_loss}: lower the learning rate"
@@ -461,13 +550,15 @@ class Grower:
             self.loss,
             batch_size=self.config.td_batch_size,
             keep_blocks=self.strategy.keep_blocks,
+            reduce=self._reduce,
         )
 
     def _insert(self, proposal: Proposal, train_source: DataSource) -> LineSearchResult:
         """Insert the proposed layer with the epsilon the line search picks; rebuild Adam."""
         reference = next(self.model.parameters())
         direction = proposal.direction.to(device=reference.device, dtype=reference.dtype)
-        subset = train_source.subset(self.config.line_search_samples)
+        # Distributed: each process evaluates its share of the samples, the loss is averaged over all.
+        subset = train_source.subset(math.ceil(self.config.line_search_samples / distributed.world_size()))
         if self.config.block is None:
             layer = self.model.insert_layer(proposal.location)
         else:
@@ -476,7 +567,7 @@ class Grower:
 
         def evaluate(epsilon: float) -> float:
             layer.load_direction(epsilon * direction)
-            return evaluate_loss(self.model, subset, self.loss)
+            return evaluate_loss(self.model, subset, self.loss, self._reduce)
 
         before = evaluate(0.0)
         if proposal.line_search:
@@ -487,6 +578,7 @@ class Grower:
         self.optimizer = rebuild_optimizer(
             self.optimizer, self.model.parameters(), self.config.lr, self.config.weight_decay
         )
+        self._ddp = None  # the parameter set changed: wrap again before training
         return search
 
     def _n_parameters(self) -> int:

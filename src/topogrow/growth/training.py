@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -88,8 +88,30 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: torch.dty
     return x, y
 
 
-def train_epoch(model: torch.nn.Module, batches: Iterable, loss: Loss, optimizer: torch.optim.Optimizer) -> float:
-    """One pass of mini-batch training; returns the sample-weighted mean training loss."""
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a float64 tensor over processes (:func:`topogrow.growth.distributed.all_reduce_sum`)."""
+
+
+def _mean(total: float, count: int, reduce: Reduce | None) -> tuple[float, float]:
+    """``(total, count)``, summed over the processes by ``reduce`` if given."""
+    if reduce is None:
+        return total, count
+    sums = reduce(torch.tensor([total, float(count)], dtype=torch.float64))
+    return float(sums[0]), float(sums[1])
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    batches: Iterable,
+    loss: Loss,
+    optimizer: torch.optim.Optimizer,
+    reduce: Reduce | None = None,
+) -> float:
+    """One pass of mini-batch training; returns the sample-weighted mean training loss.
+
+    ``model`` may be a ``DistributedDataParallel`` wrapper; with ``reduce`` the mean is
+    over the samples of every process.
+    """
     parameter = next(model.parameters())
     model.train()
     total, count = 0.0, 0
@@ -104,12 +126,14 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, loss: Loss, optimizer
         optimizer.step()
         total += value.item() * x.shape[0]
         count += x.shape[0]
+    total, count = _mean(total, count, reduce)
     return total / max(count, 1)
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, batches: Iterable, loss: Loss) -> float:
-    """Sample-weighted mean of a batch-mean loss over ``batches``, in eval mode."""
+def evaluate_loss(model: torch.nn.Module, batches: Iterable, loss: Loss, reduce: Reduce | None = None) -> float:
+    """Sample-weighted mean of a batch-mean loss over ``batches``, in eval mode (with
+    ``reduce``, over the batches of every process)."""
     parameter = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -119,6 +143,7 @@ def evaluate_loss(model: torch.nn.Module, batches: Iterable, loss: Loss) -> floa
         total += loss(model(x), y).item() * x.shape[0]
         count += x.shape[0]
     model.train(was_training)
+    total, count = _mean(total, count, reduce)
     if count == 0:
         raise ValueError("cannot evaluate a loss on empty data")
     return total / count
