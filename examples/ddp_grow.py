@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
 from topogrow.growth import distributed
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
+    parser.add_argument(
+        "--loader",
+        action="store_true",
+        help="feed a DataLoader with a DistributedSampler over all the data instead of (X, y) shards",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -78,8 +84,13 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         device="cpu",
     )
+    train = (x_shard, y_shard)
+    if args.loader:  # each process draws its part of a fresh shuffle every epoch (padded to equal parts)
+        dataset = TensorDataset(x, y)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+        train = DataLoader(dataset, batch_size=batch, sampler=sampler)
     grower = Grower(model, "mse", config)
-    history = grower.fit((x_shard, y_shard), checkpoint_dir=args.checkpoint_dir)
+    history = grower.fit(train, checkpoint_dir=args.checkpoint_dir)
 
     parameters = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
     record = {

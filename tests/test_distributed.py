@@ -15,6 +15,9 @@ differ only by rounding (float32 sums in another order). Asserted:
 - only process 0's checkpoints exist and the last one loads;
 - shards with different numbers of batches per epoch stop both processes with a clear error
   instead of hanging.
+
+A third run feeds a DataLoader with a DistributedSampler (mini-batches of 64) and checks that
+the processes still agree bit for bit.
 """
 
 from __future__ import annotations
@@ -172,3 +175,14 @@ def test_unequal_batch_counts_fail_on_every_process(tmp_path):
     output = run.stdout + run.stderr
     assert "same number of batches per epoch" in output
     assert "rank 0" in output and "rank 1" in output
+
+
+@needs_torchrun
+def test_two_processes_with_a_distributed_sampler_agree(tmp_path):
+    """A DataLoader with a DistributedSampler (reshuffled each epoch by the grower): mini-batches of 64."""
+    run = _run(["--loader", "--batch-size", "64", "--out", str(tmp_path)], nproc=2)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rank0, rank1 = _records(tmp_path, 2)
+    assert rank0["stages"] == rank1["stages"] and rank0["train_losses"] == rank1["train_losses"]
+    assert rank0["parameters_sha256"] == rank1["parameters_sha256"]
+    assert rank0["final_depth"] == 3 and rank0["initial_n_samples"] == 512

@@ -496,6 +496,9 @@ class Grower:
 
     def _epoch(self, stage: int, train_source: DataSource, val_source: DataSource | None) -> EpochRecord:
         epoch = len(self.history.epochs) + 1
+        sampler = getattr(train_source.loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):  # DistributedSampler: a new shuffle each epoch
+            sampler.set_epoch(epoch)
         try:
             train_loss = train_epoch(self._trainable(), train_source.loader, self.loss, self.optimizer, self._reduce)
         except FloatingPointError as error:
