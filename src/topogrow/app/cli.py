@@ -34,6 +34,9 @@ STRATEGY_HELP = {
     "td-how": "random location, TD initialisation (ablation)",
     "random": "random location, random initialisation",
     "zero": "zero layer before the head (Net2DeeperNet/AutoGrow identity insertion)",
+    "forward-thinking": "random layer before the head, earlier layers frozen (Hettinger et al. 2017, Forward Thinking)",
+    "sensli": "tanh block with zero output weights where ||dJ/dW2|| is largest (Kreis et al. 2023, layer insertion "
+    "by sensitivities)",
     "scratch": "the final architecture of the td run, trained from scratch (compare only)",
 }
 

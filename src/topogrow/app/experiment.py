@@ -20,7 +20,7 @@ from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.nn import ResidualMLP
 from topogrow.nn.vit import ViT
 
-DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "scratch")
+DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "forward-thinking", "sensli", "scratch")
 
 
 MODELS = ("mlp", "cnn", "vit")

@@ -27,6 +27,7 @@ from topogrow.growth import distributed
 from topogrow.growth.checkpoint import (
     Checkpoint,
     Checkpointer,
+    CheckpointError,
     _check_rebuildable,
     finite_or_none,
     load_optimizer_state,
@@ -70,7 +71,8 @@ class _Progress:
     """Where a run is, as a checkpoint keeps it: the phase (``"grow"``, ``"final"``,
     ``"done"``), the stage, the validation losses of the stage's epochs so far, the best
     validation loss and the stages without improvement, consecutive skipped insertions,
-    final epochs done, and the wall time spent."""
+    final epochs done, the wall time spent, and the names of the parameters that train
+    (``None``: all; set by a strategy that freezes, such as ``forward-thinking``)."""
 
     phase: str = "grow"
     stage: int = 0
@@ -80,6 +82,7 @@ class _Progress:
     faults: int = 0
     final_done: int = 0
     elapsed: float = 0.0
+    trainable: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -91,7 +94,9 @@ class _Progress:
         values = dict(values)
         values["best_val"] = math.inf if values.get("best_val") is None else float(values["best_val"])
         values["curve"] = [float(v) for v in values.get("curve", [])]
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+        if values.get("trainable") is not None:
+            values["trainable"] = [str(name) for name in values["trainable"]]
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
 
 class Grower:
@@ -121,6 +126,10 @@ class Grower:
     grows by that block: the topological derivative is the matrix-free one and each
     insertion is a zero ``ResidualBlock`` put in by ``model.insert_block``.
 
+    A strategy that ``freezes`` (``forward-thinking``) leaves only the new layer and the
+    head trainable after each insertion: the others get ``requires_grad=False`` (so Adam,
+    which still holds every parameter, skips them) and their names are checkpointed.
+
     Example::
 
         grower = Grower(model, "mse", GrowthConfig(strategy="td", max_depth=6))
@@ -142,6 +151,7 @@ class Grower:
                 f"config.block={self.config.block!r} grows by inserting blocks, but {type(model).__name__} has no "
                 "insert_block(location, module); use block=None (its closed-form layer) or a model with insert_block"
             )
+        self.strategy.check_model(model)
         self.device = resolve_device(self.config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.config.device!r}: CUDA is not available here; use device='cpu'")
@@ -257,6 +267,7 @@ class Grower:
             load_optimizer_state(self.optimizer, self.model, checkpoint.optimizer, checkpoint.path / "trainer.json")
             restore_rng(checkpoint, self._generators)
             self.progress = _Progress.from_dict(checkpoint.progress)
+            self._set_trainable(self.progress.trainable, checkpoint.path / "trainer.json")
             self._saved = True  # the state is the checkpoint's
         else:
             self._saved = False
@@ -455,8 +466,16 @@ class Grower:
             return
         proposal = None
         if fault is None:
+            data = {}
+            if self.strategy.needs_data:
+                data = {
+                    "data": train_source.data,
+                    "loss": self.loss,
+                    "batch_size": cfg.td_batch_size,
+                    "reduce": self._reduce,
+                }
             try:
-                proposal = self.strategy.propose(self.model, td, self._generator)
+                proposal = self.strategy.propose(self.model, td, self._generator, **data)
             except NUMERICAL_FAULTS as error:
                 fault = f"no layer could be proposed ({_one_line(error)})"
             else:
@@ -562,11 +581,12 @@ class Grower:
         direction = proposal.direction.to(device=reference.device, dtype=reference.dtype)
         # Distributed: each process evaluates its share of the samples, the loss is averaged over all.
         subset = train_source.subset(math.ceil(self.config.line_search_samples / distributed.world_size()))
-        if self.config.block is None:
+        name = proposal.block if proposal.block is not None else self.config.block
+        if name is None:
             layer = self.model.insert_layer(proposal.location)
         else:
-            block = make_block(self.config.block, self.model, proposal.location, generator=self._generator)
-            layer = self.model.insert_block(proposal.location, ResidualBlock(block, name=self.config.block).zero_())
+            block = make_block(name, self.model, proposal.location, generator=self._generator)
+            layer = self.model.insert_block(proposal.location, ResidualBlock(block, name=name).zero_())
 
         def evaluate(epsilon: float) -> float:
             layer.load_direction(epsilon * direction)
@@ -578,11 +598,25 @@ class Grower:
         else:
             search = LineSearchResult(1.0, before, evaluate(1.0), ())
         evaluate(search.epsilon)
+        if self.strategy.freezes:
+            self.progress.trainable = self.strategy.trainable(self.model, layer)
+            self._set_trainable(self.progress.trainable)
         self.optimizer = rebuild_optimizer(
             self.optimizer, self.model.parameters(), self.config.lr, self.config.weight_decay
         )
         self._ddp = None  # the parameter set changed: wrap again before training
         return search
+
+    def _set_trainable(self, names: list[str] | None, where: Path | None = None) -> None:
+        """Only the parameters ``names`` train (``requires_grad``); ``None`` leaves them as they are."""
+        if names is None:
+            return
+        parameters = dict(self.model.named_parameters())
+        unknown = sorted(set(names) - set(parameters))
+        if unknown:
+            raise CheckpointError(f"{where or 'progress'}: trainable parameters {unknown[:3]} are not the model's")
+        for name, parameter in parameters.items():
+            parameter.requires_grad_(name in names)
 
     def _n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -18,6 +18,11 @@ feature dimension read from ``model.insertion_shape(location)[0]``):
   (W2 = 0 and GELU(0) = 0), so the expansion is second order; its leading eigenvalue
   is GELU'(0) = 1/2 times the top singular value of ``sum_s p_s [x_s; 1]^T``. An output
   bias ``b2`` would make it first order (``d g / d b2 = I``), so it has none.
+- ``"sensli-mlp"``: ``W2 tanh(W1 x + b1)`` (hidden width = feature dimension, no output
+  bias), the block of the ``sensli`` strategy (:class:`SensliMLP`). It is inserted with
+  ``W1, b1`` at their default initialisation and ``W2 = 0`` (function preserving, first order).
+  ``"sensli-conv"``: its convolutional form, ``W2 tanh(K1 * x + b1)`` with a "same" k x k
+  convolution ``K1`` and a 1 x 1 convolution ``W2``, on ``(B, C, H, W)`` states.
 
 Register your own with :func:`register_block`::
 
@@ -45,6 +50,8 @@ __all__ = [
     "DenseBlock",
     "GeluMLP",
     "ResidualBlock",
+    "SensliConv",
+    "SensliMLP",
     "block_name",
     "make_block",
     "rebuild_block",
@@ -165,6 +172,48 @@ class GeluMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class SensliMLP(nn.Module):
+    """``W2 act(W1 x + b1)`` on the last dimension, ``act`` a standard activation (tanh).
+
+    The block of layer insertion by first-order sensitivity (strategy ``sensli``): with
+    ``W2 = 0`` it is the zero map while ``dJ/dW2 = -sum_s p_s act(W1 x_s + b1)^T`` is not
+    zero; ``output_weight`` is ``W2``. No output bias (as in :class:`GeluMLP`).
+    """
+
+    def __init__(self, features: int, hidden: int | None = None, activation: str = "tanh") -> None:
+        super().__init__()
+        activations = {"tanh": torch.tanh, "relu": torch.relu}
+        if activation not in activations:
+            raise unknown_name_error("activation", activation, activations)
+        self.activation_name = activation
+        self._act = activations[activation]
+        self.fc1 = nn.Linear(features, hidden or features)
+        self.fc2 = nn.Linear(hidden or features, features, bias=False)
+
+    @property
+    def output_weight(self) -> nn.Parameter:
+        return self.fc2.weight
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``act(W1 x + b1)``."""
+        return self._act(self.fc1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.hidden(x))
+
+
+class SensliConv(SensliMLP):
+    """``W2 act(K1 * x + b1)``, C -> C channels: a "same" ``kernel_size`` convolution ``K1``
+    and a 1 x 1 convolution ``W2`` without bias (``output_weight``), on ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, activation: str = "tanh") -> None:
+        super().__init__(channels, channels, activation)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
+        self.fc1 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.fc2 = nn.Conv2d(channels, channels, 1, bias=False)
+
+
 def _features(model: nn.Module, location: int) -> int:
     if hasattr(model, "insertion_shape"):
         return int(model.insertion_shape(location)[0])
@@ -192,6 +241,8 @@ BLOCKS: dict[str, BlockFactory] = {
     ),
     "gelu-mlp": lambda model, location: GeluMLP(_features(model, location), _features(model, location)),
     "encoder": lambda model, location: _encoder_branch(model),
+    "sensli-mlp": lambda model, location: SensliMLP(_features(model, location)),
+    "sensli-conv": lambda model, location: SensliConv(_features(model, location), getattr(model, "kernel_size", 3)),
 }
 
 
