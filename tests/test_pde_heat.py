@@ -138,6 +138,7 @@ def test_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch):
     path = cache_path(data.params, tmp_path)
     assert path.is_file() and path.parent == tmp_path / "pde" and path.name.startswith("heat-")
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left behind
+    assert path.stat().st_mode & 0o777 == 0o644
 
     def no_solving(*args, **kwargs):
         raise AssertionError("should have loaded the cache")
@@ -160,6 +161,13 @@ def test_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(heat, "solve_diffusion", no_solving)
         generate_heat_dataset(seed=5, data_dir=tmp_path, **SMALL)
+
+    # an unwritable cache directory: a warning, and the data all the same
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="could not cache"):
+        uncached = generate_heat_dataset(seed=5, data_dir=blocker, **SMALL)
+    np.testing.assert_array_equal(uncached.observations, data.observations)
 
     # the environment variable is the default data directory
     monkeypatch.setenv("TOPOGROW_DATA_DIR", str(tmp_path / "env"))

@@ -354,6 +354,7 @@ def _save(path: Path, data: HeatDataset) -> None:
                 params=np.array(json.dumps(data.params, sort_keys=True)),
                 **{name: getattr(data, name) for name in _ARRAYS},
             )
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; the cache is shared data
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -407,7 +408,10 @@ def generate_heat_dataset(
     noise_std = noise * np.sqrt((clean**2).mean(axis=1))
     data = HeatDataset(xi, m.astype(np.float32), clean + noise_std[:, None] * eta, clean, noise_std, points, params)
     if cache:
-        _save(path, data)
+        try:
+            _save(path, data)
+        except OSError as error:
+            warnings.warn(f"could not cache the heat data at {path} ({error}); continuing without", stacklevel=2)
     return data
 
 
