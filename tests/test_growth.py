@@ -133,7 +133,7 @@ def test_unknown_strategy_suggests_the_closest(name, suggestion):
 
 
 def test_config_validation():
-    assert set(STRATEGIES) == {"td", "td-where", "td-how", "random", "zero", "scratch"}
+    assert set(STRATEGIES) == {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
     for name in STRATEGIES:
         assert GrowthConfig(strategy=name).strategy == name
     with pytest.raises(ValueError, match="did you mean 'plateau'"):
