@@ -93,15 +93,6 @@ def build_model(
     )
 
 
-def _flatten_images(task: Task) -> Task:
-    """The MLP sees images as vectors: the same task with flattened inputs."""
-    if task.X_train.ndim == 2:
-        return task
-    return dataclasses.replace(
-        task, X_train=task.X_train.flatten(1), X_val=task.X_val.flatten(1), X_test=task.X_test.flatten(1)
-    )
-
-
 @dataclass
 class RunResult:
     """One strategy on one seed: the metric, the architecture it ended with, its history."""
@@ -169,7 +160,7 @@ def run(
     no checkpoint yet the run starts from the beginning.
     """
     if model.family == "mlp":
-        task = _flatten_images(task)
+        task = task.flattened()
     metadata = _run_metadata(task, model, initial_depth, spec)
     found = find_checkpoint(resume) if resume is not None else None
     start = time.perf_counter()
