@@ -152,7 +152,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,bench}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench}")
     run_parser = verbs.add_parser(
         "run",
         help="grow a network with one strategy",
@@ -190,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_STRATEGIES),
         help="comma-separated; default all: " + ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items()),
     )
+    paper_parser = verbs.add_parser(
+        "paper",
+        help="reproduce every row of the paper's results table",
+        description="Run every row of the paper's table (configurations in topogrow/app/paper/*.json: task, "
+        "samples S, network, schedule, budget, strategies, seeds) and write results/paper.md with the paper's "
+        "figure beside each strategy's mean ± std, final depth, parameters and wall time, plus a plot per row.",
+    )
+    paper_parser.add_argument("--quick", action="store_true", help="the reduced budget (about 15 minutes on 2 cores)")
+    paper_parser.add_argument("--rows", help="comma-separated subset of rows (file names without .json)")
+    paper_parser.add_argument("--out", type=Path, default=Path("results"), help="folder (default %(default)s)")
+    paper_parser.add_argument("--data-dir", help="folder holding (or caching) the data files")
+    paper_parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    paper_parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    paper_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     bench_parser = verbs.add_parser(
         "bench",
         help="measure what the topological derivative costs",
@@ -206,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--out", type=Path, default=Path("results/bench.json"), help="(default %(default)s)")
     bench_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def _paper(args: argparse.Namespace) -> None:
+    from topogrow.app.paper_runner import run_paper
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    command = "topogrow paper" + (" --quick" if args.quick else "") + (f" --rows {args.rows}" if args.rows else "")
+    path = run_paper(args.out, args.quick, rows, args.data_dir, progress=not args.quiet, command=command)
+    print(path.read_text())
+    print(f"wrote {path}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -326,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.threads < 1:
                     raise ValueError(f"--threads must be >= 1, got {args.threads}")
                 torch.set_num_threads(args.threads)
-            {"run": _run, "compare": _compare, "bench": _bench}[args.verb](args)
+            {"run": _run, "compare": _compare, "paper": _paper, "bench": _bench}[args.verb](args)
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
                 raise

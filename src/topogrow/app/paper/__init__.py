@@ -1,0 +1,1 @@
+"""The paper's benchmark rows as named configurations (``*.json`` beside this file)."""

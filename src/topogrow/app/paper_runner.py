@@ -1,0 +1,150 @@
+"""``topogrow paper``: run every row of the paper's results table and write ``results/paper.md``.
+
+Each row is a JSON file in :mod:`topogrow.app.paper` naming the task, the number of
+training samples S, the network, the growth schedule, the training budget and the
+strategies, plus the figure the paper reports. ``--quick`` applies the file's
+``quick`` overrides (a smaller budget). Every number in the report comes from the
+runs just made.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from topogrow.app.experiment import DEFAULT_STRATEGIES, Comparison, ModelConfig, compare
+from topogrow.app.report import comparison_table, plot_comparison, write_json_atomic
+from topogrow.growth import GrowthConfig
+
+ROW_KEYS = {"row", "paper", "task", "n_train", "model", "growth", "strategies", "seeds", "quick", "note"}
+
+
+@dataclass
+class Row:
+    """One row of the paper's table and how to reproduce it."""
+
+    name: str
+    row: str
+    paper: dict[str, Any]
+    task: str
+    n_train: int | None
+    model: ModelConfig
+    growth: GrowthConfig
+    strategies: tuple[str, ...]
+    seeds: int
+    note: str = ""
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+def _row_from_dict(name: str, values: dict[str, Any], quick: bool) -> Row:
+    unknown = set(values) - ROW_KEYS
+    if unknown:
+        raise ValueError(f"paper config {name}: unknown keys {sorted(unknown)}; expected {sorted(ROW_KEYS)}")
+    values = dict(values)
+    if quick:
+        for key, override in values.get("quick", {}).items():
+            if isinstance(override, dict):
+                values[key] = {**values.get(key, {}), **override}
+            else:
+                values[key] = override
+    return Row(
+        name=name,
+        row=values["row"],
+        paper=values["paper"],
+        task=values["task"],
+        n_train=values.get("n_train"),
+        model=ModelConfig(**values.get("model", {})),
+        growth=GrowthConfig.from_dict(values.get("growth", {})),
+        strategies=tuple(values.get("strategies", DEFAULT_STRATEGIES)),
+        seeds=int(values.get("seeds", 3)),
+        note=values.get("note", ""),
+        quick=values.get("quick", {}),
+    )
+
+
+def load_rows(quick: bool = False, only: list[str] | None = None) -> list[Row]:
+    """Every row configuration shipped with the package (sorted by file name)."""
+    files = sorted(f for f in resources.files("topogrow.app.paper").iterdir() if f.name.endswith(".json"))
+    rows = []
+    for file in files:
+        name = file.name.removesuffix(".json")
+        if only and name not in only:
+            continue
+        try:
+            values = json.loads(file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"paper config {file.name}: not valid JSON ({error})") from None
+        rows.append(_row_from_dict(name, values, quick))
+    if only:
+        missing = set(only) - {r.name for r in rows}
+        if missing:
+            names = [f.name.removesuffix(".json") for f in files]
+            raise ValueError(f"unknown paper rows {sorted(missing)}; expected some of {names}")
+    return rows
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_paper(
+    out: Path,
+    quick: bool,
+    only: list[str] | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+    command: str = "topogrow paper",
+) -> Path:
+    """Run the rows, write ``out/paper.md`` (and a JSON and a PNG per row)."""
+    rows = load_rows(quick, only)
+    start = time.perf_counter()
+    sections = []
+    for row in rows:
+        row_start = time.perf_counter()
+        comparison: Comparison = compare(
+            row.task, row.strategies, row.seeds, row.growth, row.model, data_dir, row.n_train, progress=progress
+        )
+        write_json_atomic(out / row.name / "compare.json", comparison.to_dict())
+        plot_comparison(comparison, out / row.name / "compare.png")
+        paper = row.paper
+        sections.append(
+            f"## {row.row}\n\n"
+            f"Paper: {paper['metric']} = {paper['value']}"
+            + (f" ({paper['note']})" if paper.get("note") else "")
+            + f". Here: task `{row.task}`, S = {row.n_train or 'all'} training samples, "
+            f"{row.model.family} of width {row.model.width} grown from depth {row.model.initial_depth} to at most "
+            f"{row.growth.max_depth}, {row.growth.epochs_per_stage} epochs per stage, {row.growth.final_epochs} "
+            f"final epochs; {row.seeds} seeds; {time.perf_counter() - row_start:.0f} s.\n"
+            + (f"\n{row.note}\n" if row.note else "")
+            + f"\n{comparison_table(comparison)}\n\n![{row.name}]({row.name}/compare.png)\n"
+        )
+    header = (
+        "# The paper's results table, reproduced\n\n"
+        f"Command: `{command}`{' (quick budget)' if quick else ''}; commit {_commit()}; "
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
+        f"total {time.perf_counter() - start:.0f} s. Every number below comes from these runs.\n\n"
+    )
+    path = out / "paper.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(header + "\n".join(sections))
+    tmp.replace(path)
+    return path
