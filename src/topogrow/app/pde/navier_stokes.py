@@ -28,7 +28,8 @@ operator benchmark:
   ``σ² (−Δ + τ²I)^(−α)`` with ``α = 2.5``, ``τ = 7``, ``σ = τ^(α−1)``: Fourier coefficients
   ``ω̂_k = σ (4π²|k|² + τ²)^(−α/2) ξ_k`` with ``ξ_k`` complex standard normal (Hermitian), ``ξ_0 = 0``,
   truncated to the kept modes (standard deviation of ω ≈ 0.19);
-* solved in single precision (complex64) in chunks of 250 samples; chunk ``c`` draws its initial
+* solved in single precision (complex64; relative difference from a float64 solve with ``dt/4``:
+  5e-7) in chunks of 250 samples (1,000 samples: about 57 s on two busy CPU cores); chunk ``c`` draws its initial
   fields from ``numpy.random.default_rng([seed, c])``, so a data set of ``n`` samples is the first
   ``n`` samples of any larger one;
 * stored per sample (float32): the initial vorticity and the vorticity and velocity at ``T`` on a
@@ -58,6 +59,11 @@ error unchanged):
   (synthetic) atmospheric flow model; velocity ``(u, v)`` at 40 sensor nodes plus 1 % noise
   (80 inputs) → the full velocity field on the 16 × 16 grid (512 outputs, ``u`` then ``v``);
   metric the mean relative L2 error in percent.
+
+Reference: ridge regression (intercept, penalty chosen on the validation set) scores 0.306 and 0.289
+on ``navier-stokes`` with 250 and 500 training samples (the paper's best: 0.295 and 0.271) and
+1.6 % on ``wind`` with 1,000 (paper: 12.4 %): at this resolution the velocity is smooth enough for
+a linear map from 40 sensors, so ``wind`` is much easier than the paper's data set.
 """
 
 from __future__ import annotations
