@@ -248,12 +248,28 @@ def mnist(seed: int = 0, data_dir: str | None = None, n_train: int | None = None
     return _image_task("mnist", images, labels, seed, n_train, test=test)
 
 
+def heat_map(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+    """Heat conductivity, KL coefficients -> noisy sensor temperatures (see :mod:`topogrow.app.pde.heat`)."""
+    from topogrow.app.pde.heat import heat_map as factory  # imported here: heat.py imports this module
+
+    return factory(seed=seed, data_dir=data_dir, n_train=n_train)
+
+
+def heat_inverse(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+    """Heat conductivity inversion, sensor temperatures -> log-conductivity (see :mod:`topogrow.app.pde.heat`)."""
+    from topogrow.app.pde.heat import heat_inverse as factory  # imported here: heat.py imports this module
+
+    return factory(seed=seed, data_dir=data_dir, n_train=n_train)
+
+
 TASKS: dict[str, Callable[..., Task]] = {
     "california": california,
     "synthetic": synthetic,
     "mnist5k": mnist5k,
     "mnist": mnist,
     "digits": digits,
+    "heat-map": heat_map,
+    "heat-inverse": heat_inverse,
 }
 
 
