@@ -262,6 +262,20 @@ def heat_inverse(seed: int = 0, data_dir: str | None = None, n_train: int | None
     return factory(seed=seed, data_dir=data_dir, n_train=n_train)
 
 
+def navier_stokes(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+    """Initial vorticity from sparse noisy vorticity at time T (see :mod:`topogrow.app.pde.navier_stokes`)."""
+    from topogrow.app.pde.navier_stokes import navier_stokes_inverse  # lazy: that module imports Task from here
+
+    return navier_stokes_inverse(seed=seed, data_dir=data_dir, n_train=n_train)
+
+
+def wind(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+    """Velocity field from ~40 noisy point sensors (see :mod:`topogrow.app.pde.navier_stokes`)."""
+    from topogrow.app.pde.navier_stokes import wind_reconstruction  # lazy: that module imports Task from here
+
+    return wind_reconstruction(seed=seed, data_dir=data_dir, n_train=n_train)
+
+
 TASKS: dict[str, Callable[..., Task]] = {
     "california": california,
     "synthetic": synthetic,
@@ -270,6 +284,8 @@ TASKS: dict[str, Callable[..., Task]] = {
     "digits": digits,
     "heat-map": heat_map,
     "heat-inverse": heat_inverse,
+    "navier-stokes": navier_stokes,
+    "wind": wind,
 }
 
 
