@@ -85,6 +85,8 @@ def test_weighted_gram_matvec_applies_every_block():
         assert torch.allclose(matvec(vectors, torch.arange(2)), torch.einsum("cij,cj->ci", blocks, vectors))
         # a subset of the blocks, in any order
         assert torch.allclose(matvec(vectors[:1], torch.tensor([1])), blocks[1] @ vectors[0])
+        swapped = matvec(vectors, torch.tensor([1, 0]))
+        assert torch.allclose(swapped, torch.stack([blocks[1] @ vectors[0], blocks[0] @ vectors[1]]))
 
 
 def test_iterative_eigenpairs_exact_for_small_blocks_and_zero_blocks():

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -117,13 +118,32 @@ def weighted_gram_matvec(
     def pairs() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         return chunks() if callable(chunks) else chunks
 
+    gathered: dict[str, Any] = {"index": None, "weights": []}  # the columns of the last subset asked for
+
+    def columns(i: int, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``rows[:, index]``; the gather is kept while the same subset comes back (it only
+        shrinks when blocks converge), as gathering columns costs as much as a product."""
+        weights = rows.reshape(-1, rows.shape[-1])
+        n = weights.shape[1]
+        if index.numel() == n and bool((index == torch.arange(n, device=index.device)).all()):
+            return weights
+        last = gathered["index"]
+        if i == 0 and (last is None or last.shape != index.shape or not bool((last == index).all())):
+            gathered["index"], gathered["weights"] = index.clone(), []
+        if i < len(gathered["weights"]):
+            return gathered["weights"][i]
+        weights = weights.index_select(1, index.to(weights.device))
+        if callable(chunks):  # chunks formed on the fly: keeping their columns would keep them all
+            return weights
+        gathered["weights"].append(weights)
+        return weights
+
     def matvec(vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vectors)
-        for patches, rows in pairs():
+        for i, (patches, rows) in enumerate(pairs()):
             u = patches.reshape(-1, patches.shape[-1]).to(dtype)
-            weights = rows.reshape(-1, rows.shape[-1])[:, index].to(dtype)
             projections = u @ vectors.T  # (N, a): u_i . v_r
-            projections *= weights
+            projections *= columns(i, rows, index).to(dtype)
             out += projections.T @ u
         return curvature * out
 

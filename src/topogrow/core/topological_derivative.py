@@ -45,6 +45,7 @@ SOLVERS = ("auto", "blocks", "iterative")
 EIGH_COST = 20.0  # a batched eigh of m x m blocks costs about this times m^3 per block
 ITERATIVE_STEPS = 40  # Lanczos steps assumed (20 to 60 at tol 1e-6 on California and MNIST)
 FLOAT64_COST = 2.0  # a float64 product against the float32 block accumulation
+MERGED_ROWS = 1 << 14  # the iterative solver's products run over pieces of at least this many rows
 STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Python (about 1 ms)
 
 
@@ -251,7 +252,7 @@ def topological_derivative(
             blocks[location] = (block if reduce is None else reduce(block)) / total
             pairs.append(leading_block_eigenpairs(blocks[location]))
         else:
-            matvec = weighted_gram_matvec(cache.chunks, curvature / total)
+            matvec = weighted_gram_matvec(cache.chunks if cache.unfold else cache.merged(), curvature / total)
             if reduce is not None:
                 matvec = _reduced(matvec, reduce)
             pairs.append(iterative_block_eigenpairs(matvec, cache.n, cache.m, device=device, tol=tol, seed=location))
@@ -335,6 +336,18 @@ class _Cache:
         else:
             patches = self.kind.patches(state).reshape(-1, self.m).double()
             self.pairs.append((patches, self.kind.adjoint_rows(adjoint).reshape(-1, self.n).double()))
+
+    def merged(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The kept patches and rows in pieces of at least ``MERGED_ROWS`` rows (fewer, larger
+        products), dropping the mini-batch pieces as it goes."""
+        merged, pending = [], []
+        while self.pairs:
+            pending.append(self.pairs.pop(0))
+            if sum(p.shape[0] for p, _ in pending) >= MERGED_ROWS or not self.pairs:
+                merged.append((torch.cat([p for p, _ in pending]), torch.cat([r for _, r in pending])))
+                pending = []
+        self.pairs = merged
+        return merged
 
     def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.unfold:
