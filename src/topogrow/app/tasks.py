@@ -68,16 +68,20 @@ class Task:
         return math.prod(self.input_shape)
 
     @torch.no_grad()
-    def score(self, model: torch.nn.Module, batch_size: int = 2048) -> float:
-        """Test MSE (regression) or test accuracy (classification), evaluated in batches."""
+    def predict_test(self, model: torch.nn.Module, batch_size: int = 2048) -> torch.Tensor:
+        """The model's float64 predictions on the test inputs, in eval mode, in batches."""
         parameter = next(model.parameters())
         model.eval()
-        prediction = torch.cat(
+        return torch.cat(
             [
                 model(batch.to(device=parameter.device, dtype=parameter.dtype)).cpu().double()
                 for batch in self.X_test.split(batch_size)
             ]
         )
+
+    def score(self, model: torch.nn.Module, batch_size: int = 2048) -> float:
+        """Test MSE (regression) or test accuracy (classification), evaluated in batches."""
+        prediction = self.predict_test(model, batch_size)
         if self.kind == "regression":
             return float(((prediction - self.y_test.double()) ** 2).mean())
         return float((prediction.argmax(dim=1) == self.y_test).double().mean())

@@ -76,7 +76,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from topogrow.app.datasets import DATA_ENV
+from topogrow.app.pde.cache import cache_root, save_npz_atomic
 from topogrow.app.tasks import Task, split_and_standardise
 
 #: Bumped whenever the generator changes what it produces (part of the cache key).
@@ -289,13 +288,7 @@ class HeatDataset(NamedTuple):
 
 def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Where generated PDE data are cached: ``<data_dir or $TOPOGROW_DATA_DIR or ~/.cache/topogrow>/pde``."""
-    if data_dir is not None:
-        base = Path(data_dir)
-    elif os.environ.get(DATA_ENV):
-        base = Path(os.environ[DATA_ENV])
-    else:
-        base = Path.home() / ".cache" / "topogrow"
-    return base / "pde"
+    return cache_root(data_dir) / "pde"
 
 
 def _params(n_samples, seed, grid, n_modes, length_scale, sigma, mean, sensors, noise, forcing, average) -> dict:
@@ -344,21 +337,12 @@ def _load(path: Path, params: dict) -> HeatDataset | None:
 
 
 def _save(path: Path, data: HeatDataset) -> None:
-    """Write atomically: a temporary file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(
-                file,
-                params=np.array(json.dumps(data.params, sort_keys=True)),
-                **{name: getattr(data, name) for name in _ARRAYS},
-            )
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; the cache is shared data
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write atomically (see :func:`topogrow.app.pde.cache.save_npz_atomic`)."""
+    save_npz_atomic(
+        path,
+        params=np.array(json.dumps(data.params, sort_keys=True)),
+        **{name: getattr(data, name) for name in _ARRAYS},
+    )
 
 
 def generate_heat_dataset(
@@ -444,15 +428,7 @@ class HeatTask(Task):
         """Test MSE, or the mean over test samples of ``||prediction - y|| / ||y||``."""
         if self.metric == "mse":
             return super().score(model, batch_size)
-        parameter = next(model.parameters())
-        model.eval()
-        prediction = torch.cat(
-            [
-                model(batch.to(device=parameter.device, dtype=parameter.dtype)).cpu().double()
-                for batch in self.X_test.split(batch_size)
-            ]
-        )
-        return relative_l2_error(prediction, self.y_test)
+        return relative_l2_error(self.predict_test(model, batch_size), self.y_test)
 
 
 def relative_l2_error(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:

@@ -72,7 +72,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -81,7 +80,7 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 
-from topogrow.app.datasets import DATA_ENV
+from topogrow.app.pde.cache import cache_root, save_npz_atomic
 from topogrow.app.tasks import Task
 
 __all__ = [
@@ -327,15 +326,6 @@ def simulate_chunk(config: NavierStokesConfig, index: int, n: int | None = None)
     }
 
 
-def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir``, else ``$TOPOGROW_DATA_DIR``, else ``~/.cache/topogrow``."""
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    return Path.home() / ".cache" / "topogrow"
-
-
 def cache_path(config: NavierStokesConfig, data_dir: str | os.PathLike | None = None) -> Path:
     """``<root>/pde/navier_stokes-<config hash>.npz``."""
     return cache_root(data_dir) / "pde" / f"navier_stokes-{config.key()}.npz"
@@ -362,17 +352,8 @@ def _read_cache(path: Path, config: NavierStokesConfig) -> dict[str, np.ndarray]
 
 
 def _write_cache(path: Path, config: NavierStokesConfig, data: dict[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, config=np.array(json.dumps({"version": CACHE_VERSION, **asdict(config)})), **data)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; the cache is shared data
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write atomically (see :func:`topogrow.app.pde.cache.save_npz_atomic`)."""
+    save_npz_atomic(path, config=np.array(json.dumps({"version": CACHE_VERSION, **asdict(config)})), **data)
 
 
 def navier_stokes_data(
@@ -442,15 +423,7 @@ class RelativeL2Task(Task):
 
     @torch.no_grad()
     def score(self, model: torch.nn.Module, batch_size: int = 2048) -> float:
-        parameter = next(model.parameters())
-        model.eval()
-        prediction = torch.cat(
-            [
-                model(batch.to(device=parameter.device, dtype=parameter.dtype)).cpu().double()
-                for batch in self.X_test.split(batch_size)
-            ]
-        )
-        return self.relative_error(prediction)
+        return self.relative_error(self.predict_test(model, batch_size))
 
 
 N_TEST, N_VAL, N_POOL = 500, 250, 1000
