@@ -1,0 +1,200 @@
+"""Transfer learning by growth (topogrow.growth.transfer.adapt)."""
+
+import pytest
+import torch
+
+from topogrow import ResidualCNN, ResidualMLP, ViT
+from topogrow.growth.transfer import TRANSFER_STRATEGIES, adapt, head_modules
+
+torch.set_num_threads(1)
+
+
+def _mlp_task():
+    """A pretrained-looking float64 MLP and a target task it does not solve yet."""
+    torch.manual_seed(0)
+    model = ResidualMLP(in_features=3, width=6, depth=1, out_features=1).double()
+    x = torch.randn(96, 3, dtype=torch.float64)
+    y = torch.sin(2 * x[:, :1]) * x[:, 1:2] + 0.5 * x[:, 2:3] ** 2
+    return model, (x, y), "mse"
+
+
+def _cnn_task():
+    torch.manual_seed(0)
+    model = ResidualCNN(1, channels=(3, 4), depths=(1, 0), out_features=2, image_size=8).double()
+    x = torch.randn(48, 1, 8, 8, dtype=torch.float64)
+    y = (x[:, 0, :4].mean(dim=(1, 2)) > 0).long()
+    return model, (x, y), "cross_entropy"
+
+
+def _vit_task():
+    torch.manual_seed(0)
+    model = ViT(image_size=8, patch_size=4, in_channels=1, dim=8, depth=1, heads=2, out_features=2).double()
+    x = torch.randn(48, 1, 8, 8, dtype=torch.float64)
+    y = (x[:, 0, :, :4].mean(dim=(1, 2)) > 0).long()
+    return model, (x, y), "cross_entropy"
+
+
+TASKS = {"mlp": _mlp_task, "cnn": _cnn_task, "vit": _vit_task}
+
+
+def _snapshot(model):
+    """Each pretrained parameter (by identity) with a copy of its values, and the head's ones."""
+    head = {id(p) for module in head_modules(model) for p in module.parameters()}
+    return [(p, p.detach().clone(), id(p) in head) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("train_head", [True, False])
+def test_td_adapt_freezes_inserts_and_lowers_the_target_loss(name, train_head):
+    model, data, loss = TASKS[name]()
+    before = _snapshot(model)
+    depth, n_locations = model.depth, len(model.locations)
+    result = adapt(model, data, loss, n_layers=2, train_head=train_head, epochs=4, lr=1e-2, batch_size=16)
+
+    assert result.model is model
+    assert model.depth == depth + 2 and result.n_inserted == 2
+    assert len(result.epsilons) == len(result.eigenvalues) == len(result.line_searches) == 2
+    # Frozen: every pretrained parameter is bit-identical; the head moved iff it trained.
+    for parameter, values, is_head in before:
+        if is_head and train_head:
+            assert not torch.equal(parameter, values)
+        else:
+            assert torch.equal(parameter, values)
+            assert not parameter.requires_grad
+    old = {id(p) for p, _, _ in before}
+    new = [p for p in model.parameters() if id(p) not in old]
+    head = sum(v.numel() for _, v, is_head in before if is_head)
+    assert len(new) == 4  # weight and bias of two layers
+    assert all(p.requires_grad for p in new)
+    assert result.n_trainable == sum(p.numel() for p in new) + (head if train_head else 0)
+    assert result.n_parameters == sum(p.numel() for p in model.parameters())
+    # Each line search never raised the target loss, and found a decrease at the first insertion.
+    for search in result.line_searches:
+        assert search.loss_after <= search.loss_before
+    assert result.line_searches[0].loss_after < result.line_searches[0].loss_before
+    assert result.epsilons[0] != 0.0
+    assert [len(mu) for mu in result.eigenvalues] == [n_locations, n_locations + 1]  # recomputed after each
+    assert result.final_loss < result.initial_loss
+    # epochs // n_layers per insertion
+    assert [r.stage for r in result.history] == [0, 0, 1, 1]
+
+
+def test_td_line_search_follows_the_second_order_prediction():
+    """A small first insertion on the untouched model: the measured change has the sign and
+    size of -(eps^2/2) sum mu (the eigenvector initialisation really is a descent direction)."""
+    model, data, loss = _mlp_task()
+    result = adapt(model, data, loss, n_layers=1, epochs=0, epsilons=(1e-3,), neurons=1, train_head=False)
+    predicted, actual = result.predicted_changes[0], result.line_searches[0].change
+    assert predicted < 0 and actual < 0
+    assert actual / predicted == pytest.approx(1.0, abs=0.05)
+    assert result.final_loss == pytest.approx(result.line_searches[0].loss_after, rel=1e-12)
+    assert result.history == []
+
+
+def test_epochs_schedule_puts_the_remainder_after_the_last_insertion():
+    model, data, loss = _mlp_task()
+    val = (data[0][:20], data[1][:20])
+    result = adapt(model, data, loss, n_layers=2, epochs=5, val_data=val)
+    assert [r.stage for r in result.history] == [0, 0, 1, 1, 1]
+    assert [r.depth for r in result.history] == [2, 2, 3, 3, 3]
+    assert all(r.val_loss != r.train_loss for r in result.history)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_random_and_zero_location_baselines(name):
+    for strategy in ("random-location", "zero-location"):
+        model, data, loss = TASKS[name]()
+        before = _snapshot(model)
+        old = {id(p) for p, _, _ in before}
+        result = adapt(model, data, loss, n_layers=2, epochs=2, lr=1e-2, batch_size=16, strategy=strategy, seed=3)
+        assert result.n_inserted == 2 and result.line_searches == [] and result.eigenvalues == []
+        new = [p for p in model.parameters() if id(p) not in old]
+        assert len(new) == 4
+        for parameter, values, is_head in before:
+            assert torch.equal(parameter, values) != is_head
+        if strategy == "random-location":
+            assert result.epsilons == [1.0, 1.0]
+            assert all(p.abs().sum() > 0 for p in new)
+        else:
+            # sigma'(0) = 0: a zero layer gets no gradient and stays exactly the identity.
+            assert result.epsilons == [0.0, 0.0]
+            assert all(torch.equal(p, torch.zeros_like(p)) for p in new)
+            assert "cannot train" in result.notes[0]
+
+
+def test_head_only_and_full_baselines():
+    model, data, loss = _vit_task()
+    before = _snapshot(model)
+    result = adapt(model, data, loss, n_layers=3, epochs=2, lr=1e-2, batch_size=16, strategy="head-only")
+    assert result.n_inserted == 0 and model.depth == 1
+    assert result.n_trainable == sum(v.numel() for _, v, is_head in before if is_head)
+    for parameter, values, is_head in before:
+        assert torch.equal(parameter, values) != is_head
+    assert len(result.history) == 2
+
+    model, data, loss = _mlp_task()
+    before = _snapshot(model)
+    result = adapt(model, data, loss, epochs=3, lr=1e-2, batch_size=16, strategy="full", train_head=False)
+    assert result.n_inserted == 0
+    assert result.n_trainable == result.n_parameters == sum(v.numel() for _, v, _ in before)
+    assert all(not torch.equal(parameter, values) for parameter, values, _ in before)
+    assert result.final_loss < result.initial_loss
+
+
+def test_no_insertion_with_td_trains_only_the_head():
+    model, data, loss = _mlp_task()
+    result = adapt(model, data, loss, n_layers=0, epochs=2)
+    assert result.n_inserted == 0 and len(result.history) == 2
+    assert result.n_trainable == sum(p.numel() for p in model.head.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"strategy": "tdd"}, "did you mean 'td'"),
+        ({"strategy": "lora"}, "unknown strategy"),
+        ({"n_layers": -1}, "n_layers must be an integer >= 0"),
+        ({"n_layers": 1.5}, "n_layers"),
+        ({"n_layers": True}, "n_layers"),
+        ({"epochs": -2}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"train_head": "yes"}, "train_head"),
+        ({"neurons": 0}, "neurons"),
+        ({"rel_threshold": 1.5}, "rel_threshold"),
+        ({"rel_threshold": None}, "neurons"),
+        ({"epsilons": ()}, "epsilons"),
+        ({"epsilons": (0.1, -1.0)}, "epsilons"),
+        ({"loss": "mae"}, "unknown loss"),
+        ({"strategy": "head-only", "train_head": False}, "nothing to train"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, match):
+    model, data, loss = _mlp_task()
+    kwargs = {"loss": loss, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        adapt(model, data, **kwargs)
+
+
+def test_not_a_growable_model_raises_type_error():
+    with pytest.raises(TypeError, match="growable model"):
+        adapt(torch.nn.Linear(3, 1), (torch.randn(4, 3), torch.randn(4, 1)))
+
+
+def test_strategies_listed():
+    assert TRANSFER_STRATEGIES == ("td", "random-location", "zero-location", "head-only", "full")
+
+
+def test_dataloader_and_float32():
+    """A DataLoader as the target data, on a float32 model."""
+    torch.manual_seed(0)
+    model = ResidualMLP(in_features=3, width=6, depth=1, out_features=1)
+    x = torch.randn(64, 3)
+    y = torch.tanh(x.sum(dim=1, keepdim=True))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
+    result = adapt(model, loader, "mse", n_layers=1, epochs=3, lr=1e-2)
+    assert result.n_inserted == 1 and len(result.history) == 3
+    assert result.line_searches[0].loss_after <= result.line_searches[0].loss_before
+    assert result.final_loss < result.initial_loss
