@@ -346,3 +346,14 @@ def test_unknown_loss_name_is_rejected_with_suggestion():
 def test_public_api_exports():
     assert topogrow.topological_derivative is topological_derivative
     assert topogrow.ResidualMLP is ResidualMLP
+
+
+def test_topological_derivative_of_a_frozen_model():
+    """Transfer learning freezes the pretrained network: the adjoints must still exist."""
+    model = make_model(4, 1, "mse", seed=3)
+    x, y = make_data("mse", seed=3)
+    reference = topological_derivative(model, (x, y), "mse")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    frozen = topological_derivative(model, (x, y), "mse")
+    assert torch.equal(frozen.eigenvalues, reference.eigenvalues)

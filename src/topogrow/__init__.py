@@ -2,11 +2,13 @@
 
 from topogrow.core import TopologicalDerivative, topological_derivative
 from topogrow.growth import STRATEGIES, CheckpointError, Grower, GrowthConfig, GrowthHistory, load, save
+from topogrow.growth.transfer import AdaptResult, adapt
 from topogrow.nn import ResidualCNN, ResidualMLP
 from topogrow.nn.vit import ViT
 
 __all__ = [
     "STRATEGIES",
+    "AdaptResult",
     "CheckpointError",
     "GrowthConfig",
     "GrowthHistory",
@@ -15,6 +17,7 @@ __all__ = [
     "ResidualMLP",
     "ViT",
     "TopologicalDerivative",
+    "adapt",
     "load",
     "save",
     "topological_derivative",

@@ -56,6 +56,10 @@ def states_and_adjoints(
         lists of ``T + 1`` detached tensors, each ``(B, n)`` (or ``(B, C, H, W)``, ``(B, T, d)``).
     """
     with torch.enable_grad():
+        if x.is_floating_point():
+            # The states must depend on something that requires grad even when every
+            # parameter is frozen (transfer learning): make the input a leaf that does.
+            x = x.detach().requires_grad_(True)
         prediction, states = model.forward_states(x)
         value = loss(prediction, y)
         if not torch.isfinite(value):
