@@ -11,6 +11,7 @@ from torch import nn
 from topogrow.core.layer_kinds import Dense
 from topogrow.nn.activations import prepare_activation
 from topogrow.nn.blocks import block_name, rebuild_block
+from topogrow.nn.growable import LayerListModel
 from topogrow.nn.layers import ResidualDense
 
 
@@ -32,7 +33,7 @@ def _block_names(value: Any, depth: int, name: str = "blocks") -> list[str | Non
     return list(value)
 
 
-class ResidualMLP(nn.Module):
+class ResidualMLP(LayerListModel):
     """A residual MLP viewed as a discrete dynamical system (METHOD.md section 1).
 
     ``x_0 = tanh(A a + c)`` lifts the input to ``width``; ``depth`` residual layers
@@ -79,16 +80,6 @@ class ResidualMLP(nn.Module):
     def _new_layer(self) -> ResidualDense:
         return ResidualDense(self.width, copy.deepcopy(self._activation))
 
-    @property
-    def depth(self) -> int:
-        """The number of residual layers T."""
-        return len(self.layers)
-
-    @property
-    def locations(self) -> range:
-        """Insertion locations ``0..depth`` (state x_l after which a layer goes)."""
-        return range(self.depth + 1)
-
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"expected input of shape (batch, {self.in_features}), got {tuple(x.shape)}")
@@ -118,8 +109,7 @@ class ResidualMLP(nn.Module):
         With zero weight and bias the network's outputs are exactly unchanged.
         Returns the new layer (already on the model's device and dtype).
         """
-        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
-            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
+        self._check_location(location)
         n = self.width
         reference = self.head.weight
         weight = torch.zeros(n, n) if weight is None else torch.as_tensor(weight)
@@ -143,8 +133,7 @@ class ResidualMLP(nn.Module):
         a named :class:`~topogrow.nn.blocks.ResidualBlock` by its name; any other module
         only as a layer, so ``ResidualMLP(**spec)`` rebuilds it as a dense layer.
         """
-        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
-            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
+        self._check_location(location)
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
         reference = self.head.weight
@@ -183,6 +172,3 @@ class ResidualMLP(nn.Module):
         if any(name is not None for name in names):
             spec["blocks"] = names
         return spec
-
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

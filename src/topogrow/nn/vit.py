@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from topogrow.core.layer_kinds import Token
 from topogrow.nn.activations import prepare_activation
 from topogrow.nn.blocks import ResidualBlock, block_name, rebuild_block
+from topogrow.nn.growable import LayerListModel
 from topogrow.nn.layers import _RowsMixin
 from topogrow.nn.mlp import _block_names, _positive_int
 
@@ -91,7 +92,7 @@ class EncoderBranch(EncoderBlock):
         return self.branch(x)
 
 
-class ViT(nn.Module):
+class ViT(LayerListModel):
     """A vision transformer seen as a discrete dynamical system on token sequences.
 
     Args:
@@ -173,15 +174,6 @@ class ViT(nn.Module):
             if name is not None:
                 self.layers[index] = rebuild_block(name, self, index)
 
-    @property
-    def depth(self) -> int:
-        """Residual layers (encoder blocks and inserted layers)."""
-        return len(self.layers)
-
-    @property
-    def locations(self) -> range:
-        return range(self.depth + 1)
-
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -204,10 +196,6 @@ class ViT(nn.Module):
         for layer in self.layers:
             state = layer(state)
         return self.head(self.norm(state[:, 0]))
-
-    def _check_location(self, location: int) -> None:
-        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location <= self.depth:
-            raise ValueError(f"location must be an integer in 0..{self.depth}, got {location!r}")
 
     def insert_layer(
         self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
@@ -284,6 +272,3 @@ class ViT(nn.Module):
         if any(name is not None for name in names):
             spec["blocks"] = names
         return spec
-
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
