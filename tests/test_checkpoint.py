@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import helpers
 import topogrow
-from topogrow import CheckpointError, Grower, GrowthConfig, ResidualCNN, ResidualMLP, ViT
+from topogrow import CheckpointError, Grower, ResidualCNN, ResidualMLP, ViT
 from topogrow.app.cli import main
 from topogrow.growth import checkpoint as ckpt
 from topogrow.growth import grower as grower_module
@@ -28,26 +29,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # ---------------------------------------------------------------- helpers
 def regression_data(n_samples: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_samples, 4, generator=g)
-    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] * x[:, 2:3] + 0.05 * torch.randn(n_samples, 1, generator=g)
-    return x, y
+    return helpers.regression_data(n_samples, seed, dtype=torch.float32)
 
 
-def config(**changes):
-    base = dict(
-        max_depth=3,
-        epochs_per_stage=2,
-        final_epochs=2,
-        growth_patience=100,
-        batch_size=32,
-        lr=1e-2,
-        device="cpu",
-        seed=0,
-        line_search_samples=64,
-    )
-    base.update(changes)
-    return GrowthConfig(**base)
+config = helpers.short_growth_config
 
 
 def without_wall_time(history: dict) -> dict:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import helpers
 from topogrow import Grower, GrowthConfig, ResidualCNN, ResidualMLP, ViT
 from topogrow.app.cli import main
 from topogrow.growth import STRATEGIES
@@ -17,28 +18,8 @@ from topogrow.growth import checkpoint as ckpt
 from topogrow.growth.strategies import Sensli, make_strategy
 from topogrow.nn.blocks import ResidualBlock, SensliConv, SensliMLP
 
-
-def regression_data(n_samples: int, seed: int, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_samples, 4, generator=g, dtype=dtype)
-    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] * x[:, 2:3] + 0.05 * torch.randn(n_samples, 1, generator=g, dtype=dtype)
-    return x, y
-
-
-def config(**changes):
-    base = dict(
-        max_depth=3,
-        epochs_per_stage=2,
-        final_epochs=2,
-        growth_patience=100,
-        batch_size=32,
-        lr=1e-2,
-        device="cpu",
-        seed=0,
-        line_search_samples=64,
-    )
-    base.update(changes)
-    return GrowthConfig(**base)
+regression_data = helpers.regression_data
+config = helpers.short_growth_config
 
 
 def small_model(depth=1, seed=0):

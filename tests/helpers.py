@@ -1,0 +1,30 @@
+"""Small data and configurations shared by the growth tests."""
+
+import torch
+
+from topogrow import GrowthConfig
+
+
+def regression_data(n_samples: int, seed: int, dtype=torch.float64):
+    """A smooth 4-feature regression with 5 % noise, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_samples, 4, generator=g, dtype=dtype)
+    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] * x[:, 2:3] + 0.05 * torch.randn(n_samples, 1, generator=g, dtype=dtype)
+    return x, y
+
+
+def short_growth_config(**changes) -> GrowthConfig:
+    """A growth run of a few epochs that always reaches its max depth (depth 3 by default)."""
+    base = dict(
+        max_depth=3,
+        epochs_per_stage=2,
+        final_epochs=2,
+        growth_patience=100,
+        batch_size=32,
+        lr=1e-2,
+        device="cpu",
+        seed=0,
+        line_search_samples=64,
+    )
+    base.update(changes)
+    return GrowthConfig(**base)
