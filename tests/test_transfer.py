@@ -1,10 +1,13 @@
 """Transfer learning by growth (topogrow.growth.transfer.adapt)."""
 
+import math
+
 import pytest
 import torch
 
 from topogrow import ResidualCNN, ResidualMLP, ViT
 from topogrow.growth.transfer import TRANSFER_STRATEGIES, adapt, head_modules
+from topogrow.nn.lora import adaptable_modules, add_low_rank_adapters
 
 torch.set_num_threads(1)
 
@@ -152,7 +155,7 @@ def test_no_insertion_with_td_trains_only_the_head():
     ("kwargs", "match"),
     [
         ({"strategy": "tdd"}, "did you mean 'td'"),
-        ({"strategy": "lora"}, "unknown strategy"),
+        ({"strategy": "adapter"}, "unknown strategy"),
         ({"n_layers": -1}, "n_layers must be an integer >= 0"),
         ({"n_layers": 1.5}, "n_layers"),
         ({"n_layers": True}, "n_layers"),
@@ -184,7 +187,7 @@ def test_not_a_growable_model_raises_type_error():
 
 
 def test_strategies_listed():
-    assert TRANSFER_STRATEGIES == ("td", "random-location", "zero-location", "head-only", "full")
+    assert TRANSFER_STRATEGIES == ("td", "random-location", "zero-location", "head-only", "full", "lora")
 
 
 def test_dataloader_and_float32():
@@ -198,3 +201,57 @@ def test_dataloader_and_float32():
     assert result.n_inserted == 1 and len(result.history) == 3
     assert result.line_searches[0].loss_after <= result.line_searches[0].loss_before
     assert result.final_loss < result.initial_loss
+
+
+# ----------------------------------------------------------------------------- low-rank adapters (LoRA)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_low_rank_adapters_start_as_the_pretrained_network(name):
+    """B = 0: attaching adapters leaves the function unchanged; the weight is original + B A."""
+    model, (x, _), _ = TASKS[name]()
+    before = model(x).detach()
+    modules = adaptable_modules(model)
+    adapters = add_low_rank_adapters(model, rank=2, generator=torch.Generator().manual_seed(0))
+    assert len(adapters) == len(modules) > 0
+    assert torch.equal(model(x), before)
+    for module, adapter in zip(modules, adapters, strict=True):
+        torch.nn.init.normal_(adapter.up)
+        original = module.parametrizations.weight.original
+        expected = original + (adapter.up @ adapter.down).reshape(original.shape)
+        assert torch.allclose(module.weight, expected, rtol=0, atol=1e-12)
+        assert adapter.down.shape == (2, original[0].numel()) and adapter.up.shape == (original.shape[0], 2)
+    assert not torch.allclose(model(x), before)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_lora_adapt_matches_the_td_budget_and_freezes_the_pretrained_weights(name):
+    model, data, loss = TASKS[name]()
+    before = _snapshot(model)
+    depth = model.depth
+    result = adapt(model, data, loss, n_layers=2, epochs=6, lr=1e-2, batch_size=16, strategy="lora")
+    assert model.depth == depth and result.n_inserted == 0
+    # Pretrained weights (now the parametrizations' "original") bit-identical; the head trained.
+    for parameter, values, is_head in before:
+        assert torch.equal(parameter, values) != is_head
+        assert parameter.requires_grad == is_head
+    head = sum(v.numel() for _, v, is_head in before if is_head)
+    adapters = result.n_trainable - head
+    # The rank is the one whose adapters come closest to two inserted layers' parameters.
+    layer = sum(math.prod(model.insertion_shape(loc)) for loc in model.locations) / len(model.locations)
+    per_rank = adapters / result.lora_rank
+    assert abs(adapters - 2 * layer) <= per_rank / 2 + 1e-9 or result.lora_rank == 1
+    assert result.final_loss < result.initial_loss
+
+
+def test_lora_explicit_rank_and_errors():
+    model, data, loss = _mlp_task()
+    result = adapt(model, data, loss, n_layers=0, epochs=1, strategy="lora", lora_rank=1, train_head=False)
+    assert result.lora_rank == 1 and result.n_trainable == model.depth * (6 + 6)
+    with pytest.raises(ValueError, match="lora_rank"):
+        adapt(_mlp_task()[0], data, loss, strategy="lora", lora_rank=0)
+    with pytest.raises(ValueError, match="n_layers >= 1 or lora_rank"):
+        adapt(_mlp_task()[0], data, loss, strategy="lora", n_layers=0)
+    shallow = ResidualMLP(in_features=3, width=6, depth=0, out_features=1).double()
+    with pytest.raises(ValueError, match="no residual layers to adapt"):
+        adapt(shallow, data, loss, strategy="lora")

@@ -17,6 +17,10 @@ by its eigenvectors, and train only the new layers (and the head).
   learns. :attr:`AdaptResult.notes` says so after the run.
 - ``"head-only"``: no insertion (``n_layers`` is ignored); only the head trains.
 - ``"full"``: no insertion; every parameter is fine-tuned.
+- ``"lora"``: no insertion; a low-rank adapter ``W + B A`` (:mod:`topogrow.nn.lora`) on every
+  weight of every residual layer trains (and the head). Its rank (``lora_rank``, by default
+  the one whose adapters have closest to as many parameters as ``n_layers`` inserted layers,
+  the mean layer size over the locations) makes it a like-for-like baseline for ``"td"``.
 
 Training: after each insertion the trainable parameters train for ``epochs // n_layers``
 epochs with Adam; the remainder ``epochs % n_layers`` is added after the last insertion,
@@ -41,8 +45,9 @@ from topogrow.growth.history import EpochRecord
 from topogrow.growth.line_search import DEFAULT_EPSILONS, LineSearchResult, line_search
 from topogrow.growth.strategies import make_strategy
 from topogrow.growth.training import DataSource, TensorBatches, evaluate_loss, rebuild_optimizer, train_epoch
+from topogrow.nn.lora import add_low_rank_adapters, rank_for_budget
 
-TRANSFER_STRATEGIES: tuple[str, ...] = ("td", "random-location", "zero-location", "head-only", "full")
+TRANSFER_STRATEGIES: tuple[str, ...] = ("td", "random-location", "zero-location", "head-only", "full", "lora")
 INSERTING = ("td", "random-location", "zero-location")
 
 
@@ -60,6 +65,7 @@ class AdaptResult:
         eigenvalues: for ``"td"``, the leading mu_l at every location before each insertion.
         line_searches: for ``"td"``, each insertion's line search (target loss before and after).
         predicted_changes: for ``"td"``, the second-order prediction ``-(eps^2/2) sum mu`` of each.
+        lora_rank: for ``"lora"``, the adapters' rank.
         n_trainable: parameters that trained (the new layers, plus the head if asked).
         n_parameters: all parameters of the adapted model.
         initial_loss: the target loss before adaptation.
@@ -76,6 +82,7 @@ class AdaptResult:
     eigenvalues: list[list[float]] = field(default_factory=list)
     line_searches: list[LineSearchResult] = field(default_factory=list)
     predicted_changes: list[float] = field(default_factory=list)
+    lora_rank: int | None = None
     n_trainable: int = 0
     n_parameters: int = 0
     initial_loss: float = math.nan
@@ -116,6 +123,7 @@ def _check_arguments(
     neurons: Any,
     rel_threshold: Any,
     epsilons: Any,
+    lora_rank: Any,
 ) -> None:
     if not isinstance(strategy, str) or strategy not in TRANSFER_STRATEGIES:
         raise unknown_name_error("strategy", strategy, TRANSFER_STRATEGIES)
@@ -146,6 +154,12 @@ def _check_arguments(
     for eps in epsilons:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"epsilons must be finite numbers > 0, got {eps!r}")
+    if lora_rank is not None:
+        _int("lora_rank", lora_rank, 1)
+    if strategy == "lora" and n_layers == 0 and lora_rank is None:
+        raise ValueError(
+            "strategy 'lora' matches the parameters of n_layers inserted layers: give n_layers >= 1 or lora_rank"
+        )
     if strategy == "head-only" and not train_head:
         raise ValueError("strategy 'head-only' trains the head: train_head=False leaves nothing to train")
 
@@ -173,6 +187,7 @@ def adapt(
     neurons: int | None = None,
     rel_threshold: float | None = 0.1,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
+    lora_rank: int | None = None,
 ) -> AdaptResult:
     """Adapt a pretrained growable model to ``target_data`` by inserting new layers.
 
@@ -198,12 +213,13 @@ def adapt(
             every block whose eigenvalue is at least ``rel_threshold`` times the largest).
         rel_threshold: see ``neurons``.
         epsilons: the line search's candidates (both signs are tried).
+        lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
 
     Returns:
         an :class:`AdaptResult`.
     """
     _check_arguments(
-        model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons
+        model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons, lora_rank
     )
     loss_fn = resolve_loss(loss)
     source = DataSource.from_data(target_data, "target_data", batch_size, shuffle=True, seed=seed)
@@ -224,6 +240,14 @@ def adapt(
         for module in head_modules(model):
             for parameter in module.parameters():
                 parameter.requires_grad_(True)
+
+    if strategy == "lora":
+        if lora_rank is None:
+            locations = list(model.locations)
+            layer_size = sum(math.prod(model.insertion_shape(loc)) for loc in locations) / len(locations)
+            lora_rank = rank_for_budget(model, round(n_layers * layer_size))
+        add_low_rank_adapters(model, lora_rank, generator)
+        result.lora_rank = lora_rank
 
     new_layers: list[nn.Module] = []
     optimizer = None
