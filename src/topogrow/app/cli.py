@@ -152,7 +152,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench,transfer}")
     run_parser = verbs.add_parser(
         "run",
         help="grow a network with one strategy",
@@ -219,7 +219,80 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--sections", help="comma-separated subset of the sections (default all)")
     bench_parser.add_argument("--out", type=Path, default=Path("results/bench.json"), help="(default %(default)s)")
     bench_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    transfer_parser = verbs.add_parser(
+        "transfer",
+        help="transfer learning: adapt a pretrained network to a related task from a few samples",
+        description="Pretrain a network on a source task (one per seed), adapt a copy of it to the target task "
+        "from a few target samples with every strategy, and score it on held-out target data. Benchmarks: heat "
+        "(parameter-to-observable map, covariance length 0.2 -> 0.1; target samples 50, 100, 200) and mnist "
+        "(digits 0-4 -> 5-9; 10, 25, 50 images per class). Prints a table (target metric mean ± std, trainable "
+        "parameters, wall time) and writes transfer.json, transfer.md and transfer.png (metric against samples).",
+    )
+    transfer_parser.add_argument("benchmark", help="heat or mnist")
+    transfer_parser.add_argument(
+        "--samples", help="comma-separated target sizes (per class for mnist; default 50,100,200 / 10,25,50)"
+    )
+    transfer_parser.add_argument(
+        "--strategies",
+        help="comma-separated (default all): td (insert where the topological derivative says, eigenvector init), "
+        "random-location, zero-location, head-only, full (fine-tune everything), lora (low-rank adapters on every "
+        "residual layer with the inserted layers' parameter count), target-only (a fresh network on the target "
+        "samples alone)",
+    )
+    transfer_parser.add_argument("--seeds", type=int, default=3, help="pretrained networks and draws (default 3)")
+    transfer_parser.add_argument("--n-layers", type=int, default=2, help="layers to insert (default %(default)s)")
+    transfer_parser.add_argument(
+        "--steps", type=int, default=400, help="Adam steps per adaptation, rounded up to epochs (default %(default)s)"
+    )
+    transfer_parser.add_argument("--lr", type=float, default=1e-3, help="(default %(default)s)")
+    transfer_parser.add_argument("--batch-size", type=int, default=16, help="(default %(default)s)")
+    transfer_parser.add_argument(
+        "--model", choices=MODELS, default="mlp", help="pretrained network (mnist: mlp, cnn or vit; default mlp)"
+    )
+    transfer_parser.add_argument("--width", type=int, default=64, help="(default %(default)s)")
+    transfer_parser.add_argument(
+        "--depth", type=int, default=2, help="residual layers of the pretrained network (default %(default)s)"
+    )
+    transfer_parser.add_argument("--pretrain-epochs", type=int, default=40, help="(default %(default)s)")
+    transfer_parser.add_argument("--data-dir", help="folder holding (or caching) the data files")
+    transfer_parser.add_argument(
+        "--out", type=Path, help="folder for transfer.json/.md/.png (default results/transfer-<benchmark>)"
+    )
+    transfer_parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    transfer_parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    transfer_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    from topogrow.app.transfer_runner import (
+        STRATEGIES,
+        TransferConfig,
+        parse_list,
+        run_transfer,
+        transfer_table,
+        write_transfer,
+    )
+
+    config = TransferConfig(
+        args.benchmark,
+        samples=parse_list(args.samples, int),
+        strategies=parse_list(args.strategies) or STRATEGIES,
+        seeds=args.seeds,
+        n_layers=args.n_layers,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        model=args.model,
+        width=args.width,
+        depth=args.depth,
+        pretrain_epochs=args.pretrain_epochs,
+        data_dir=args.data_dir,
+    )
+    results = run_transfer(config, progress=not args.quiet)
+    print(transfer_table(results))
+    paths = write_transfer(results, args.out or Path("results") / f"transfer-{args.benchmark}")
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 def _paper(args: argparse.Namespace) -> None:
@@ -350,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.threads < 1:
                     raise ValueError(f"--threads must be >= 1, got {args.threads}")
                 torch.set_num_threads(args.threads)
-            {"run": _run, "compare": _compare, "paper": _paper, "bench": _bench}[args.verb](args)
+            verbs = {"run": _run, "compare": _compare, "paper": _paper, "bench": _bench, "transfer": _transfer}
+            verbs[args.verb](args)
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
                 raise
