@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench transfer paper lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ demo: $(STAMP)
 # and a Markdown table. `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: $(STAMP)
 	$(BIN)/topogrow bench $(BENCH_ARGS)
+
+# Transfer learning (a few minutes each on 2 cores): results/transfer-heat, results/transfer-mnist.
+transfer: $(STAMP)
+	$(BIN)/topogrow transfer heat --threads 1
+	$(BIN)/topogrow transfer mnist --threads 1
+
+# The paper's table: `make paper PAPER_ARGS=--quick` (about 10 minutes), or the full budget (hours).
+paper: $(STAMP)
+	$(BIN)/topogrow paper --threads 1 $(PAPER_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

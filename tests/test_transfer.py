@@ -255,3 +255,34 @@ def test_lora_explicit_rank_and_errors():
     shallow = ResidualMLP(in_features=3, width=6, depth=0, out_features=1).double()
     with pytest.raises(ValueError, match="no residual layers to adapt"):
         adapt(shallow, data, loss, strategy="lora")
+
+
+@pytest.mark.parametrize("strategy", ["td", "full"])
+def test_restore_best_keeps_the_epoch_with_the_lowest_validation_loss(strategy):
+    """Early stopping: the returned model's validation loss is the lowest of the last stage's epochs
+    (and of its starting point), and the model is that epoch's."""
+    from topogrow.growth.training import TensorBatches, evaluate_loss
+
+    model, (x, y), loss = _mlp_task()
+    val = (x[:24] + 0.3 * torch.randn_like(x[:24]), y[:24])
+    result = adapt(
+        model,
+        (x[24:], y[24:]),
+        loss,
+        n_layers=2,
+        epochs=12,
+        lr=5e-2,
+        val_data=val,
+        restore_best=True,
+        strategy=strategy,
+        batch_size=16,
+    )
+    last_stage = [r for r in result.history if r.stage == result.history[-1].stage]
+    kept = evaluate_loss(model, TensorBatches(*val, 64, False, 0), torch.nn.functional.mse_loss)
+    first_of_stage = len(result.history) - len(last_stage)
+    assert first_of_stage <= result.best_epoch <= len(result.history)
+    if result.best_epoch > first_of_stage:
+        assert kept == pytest.approx(result.history[result.best_epoch - 1].val_loss, rel=1e-12)
+    assert kept <= min(r.val_loss for r in last_stage) + 1e-12
+    with pytest.raises(ValueError, match="restore_best needs val_data"):
+        adapt(_mlp_task()[0], (x, y), loss, restore_best=True)

@@ -43,12 +43,17 @@ def test_heat_data_source_and_target(heat):
     assert _roughness(heat.pool[0]) > 2 * _roughness(heat.source.X_train)
     pool = {tuple(row.tolist()) for row in heat.pool[0][:, :4]}
     assert not pool & {tuple(row.tolist()) for row in heat.target_test[0][:, :4]}
-    x, y = heat.draw(50, seed=3)
-    x2, _ = heat.draw(50, seed=3)
-    assert x.shape == (50, 256) and y.shape == (50, 49) and torch.equal(x, x2)
-    assert not torch.equal(x, heat.draw(50, seed=4)[0])
+    (x, y), val = heat.draw(50, seed=3)
+    (x2, _), _ = heat.draw(50, seed=3)
+    assert x.shape == (50, 256) and y.shape == (50, 49) and torch.equal(x, x2) and val is None
+    assert not torch.equal(x, heat.draw(50, seed=4)[0][0])
+    (x3, _), (xv, yv) = heat.draw(50, seed=3, val_fraction=0.2)
+    assert x3.shape == (40, 256) and xv.shape == (10, 256) and yv.shape == (10, 49)
+    assert sorted(map(tuple, torch.cat([x3, xv])[:, :3].tolist())) == sorted(map(tuple, x[:, :3].tolist()))
     with pytest.raises(ValueError, match="pool has 500"):
         heat.draw(501, seed=0)
+    with pytest.raises(ValueError, match="no training samples"):
+        heat.draw(2, seed=0, val_fraction=0.9)
 
 
 def test_mnist_data_digits_0_4_to_5_9():
@@ -56,8 +61,9 @@ def test_mnist_data_digits_0_4_to_5_9():
     assert data.source.out_features == 5 and set(data.source.y_train.unique().tolist()) == {0, 1, 2, 3, 4}
     assert set(data.target_test[1].unique().tolist()) == {0, 1, 2, 3, 4}
     assert set(np.unique(data.pool_groups).tolist()) == {5, 6, 7, 8, 9}
-    x, y = data.draw(10, seed=1)
-    assert x.shape == (50, 1, 28, 28) and torch.equal(torch.bincount(y), torch.full((5,), 10))
+    (x, y), (xv, yv) = data.draw(10, seed=1, val_fraction=0.2)
+    assert x.shape == (40, 1, 28, 28) and torch.equal(torch.bincount(y), torch.full((5,), 8))
+    assert xv.shape == (10, 1, 28, 28) and torch.equal(torch.bincount(yv), torch.full((5,), 2))
     # A drawn image is a target digit: it is one of the pool's images with the same label.
     assert torch.equal(data.pool[1][torch.nonzero((data.pool[0] == x[0]).flatten(1).all(dim=1))[0]], y[:1])
     n_source = len(data.source.y_train) + len(data.source.y_test)
@@ -79,6 +85,8 @@ def test_mnist_data_digits_0_4_to_5_9():
         ({"benchmark": "mnist", "lr": float("nan")}, "lr"),
         ({"benchmark": "mnist", "model": "rnn"}, "unknown model"),
         ({"benchmark": "heat", "model": "cnn"}, "model must be 'mlp'"),
+        ({"benchmark": "heat", "val_fraction": 1.0}, "val_fraction"),
+        ({"benchmark": "heat", "val_fraction": "0.2"}, "val_fraction"),
     ],
 )
 def test_config_rejects_bad_options(kwargs, match):
@@ -106,11 +114,23 @@ def test_run_transfer_mnist_end_to_end(tmp_path):
             assert by["full", seed, size].n_trainable == by["target-only", seed, size].n_trainable
             assert by["random-location", seed, size].n_trainable == td.n_trainable
             assert all(0 <= by[s, seed, size].metric <= 1 for s in STRATEGIES)
-    # Same draw for every strategy: zero-location trains only the head (its layers stay the identity),
+            assert all(0 <= by[s, seed, size].best_epoch <= by[s, seed, size].epochs for s in STRATEGIES)
+    # Same draw for every strategy: without early stopping (whose last stage differs: zero-location
+    # has one per insertion), zero-location trains only the head (its layers stay the identity),
     # so it scores exactly like head-only.
-    for seed in (0, 1):
-        for size in (5, 10):
-            assert by["zero-location", seed, size].metric == pytest.approx(by["head-only", seed, size].metric)
+    plain = TransferConfig(
+        "mnist",
+        samples=(5,),
+        seeds=1,
+        steps=20,
+        pretrain_epochs=2,
+        width=16,
+        depth=1,
+        val_fraction=0.0,
+        strategies=("zero-location", "head-only"),
+    )
+    zero, head = run_transfer(plain, progress=False).records
+    assert zero.metric == pytest.approx(head.metric) and zero.best_epoch is None
 
     table = transfer_table(results)
     for strategy in STRATEGIES:

@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth", type=int, default=2, help="residual layers of the pretrained network (default %(default)s)"
     )
     transfer_parser.add_argument("--pretrain-epochs", type=int, default=40, help="(default %(default)s)")
+    transfer_parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the drawn target samples held out for early stopping; 0 trains on all for the whole "
+        "budget (default %(default)s)",
+    )
     transfer_parser.add_argument("--data-dir", help="folder holding (or caching) the data files")
     transfer_parser.add_argument(
         "--out", type=Path, help="folder for transfer.json/.md/.png (default results/transfer-<benchmark>)"
@@ -287,6 +294,7 @@ def _transfer(args: argparse.Namespace) -> None:
         width=args.width,
         depth=args.depth,
         pretrain_epochs=args.pretrain_epochs,
+        val_fraction=args.val_fraction,
         data_dir=args.data_dir,
     )
     results = run_transfer(config, progress=not args.quiet)

@@ -22,8 +22,10 @@ held-out target data.
 Per seed: one pretrained network (its own split and initialisation); per seed and size:
 one draw of the target samples, shared by every strategy. Every strategy adapts a copy of
 the same pretrained network with the same budget (``steps`` Adam steps, rounded up to whole
-epochs of the target samples). ``target-only`` trains a fresh network of the pretrained
-architecture on the target samples alone: what transfer has to beat.
+epochs of the target samples), and keeps the epoch with the lowest loss on a fifth of the
+drawn samples held out for validation (early stopping; those samples are not trained on).
+``target-only`` trains a fresh network of the pretrained architecture on the target
+samples alone, the same way: what transfer has to beat.
 """
 
 from __future__ import annotations
@@ -71,24 +73,30 @@ class TransferData:
     target_test: tuple[torch.Tensor, torch.Tensor]
     pool_groups: np.ndarray | None = None
 
-    def draw(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``size`` pool samples (``size`` per class when the pool has classes), seeded."""
+    def draw(self, size: int, seed: int, val_fraction: float = 0.0) -> tuple[tuple, tuple | None]:
+        """``size`` pool samples (``size`` per class when the pool has classes), seeded, as a
+        ``(train, val)`` pair of ``(x, y)`` pairs: ``round(val_fraction * size)`` of them
+        (per class) are held out for validation (``val`` is ``None`` when that is 0)."""
         rng = np.random.default_rng(seed)
+        n_val = int(round(val_fraction * size))
+        if n_val >= size:
+            raise ValueError(f"a validation fraction of {val_fraction} leaves no training samples out of {size}")
         if self.pool_groups is None:
             available = len(self.pool[0])
             if size > available:
                 raise ValueError(f"asked for {size} target samples, the pool has {available}")
-            index = rng.permutation(available)[:size]
+            chosen = [rng.permutation(available)[:size]]
         else:
-            index = []
+            chosen = []
             for group in np.unique(self.pool_groups):
                 members = np.flatnonzero(self.pool_groups == group)
                 if size > len(members):
                     raise ValueError(f"asked for {size} samples per class, class {group} has {len(members)}")
-                index.extend(rng.permutation(members)[:size])
-            index = np.sort(np.asarray(index))
-        index = torch.as_tensor(index)
-        return self.pool[0][index], self.pool[1][index]
+                chosen.append(rng.permutation(members)[:size])
+        train = torch.as_tensor(np.sort(np.concatenate([c[n_val:] for c in chosen])))
+        val = torch.as_tensor(np.sort(np.concatenate([c[:n_val] for c in chosen])))
+        pair = lambda index: (self.pool[0][index], self.pool[1][index])  # noqa: E731
+        return pair(train), (pair(val) if n_val else None)
 
 
 def _tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -165,7 +173,10 @@ class TransferConfig:
     :data:`DEFAULT_SAMPLES`). The pretrained network is ``model`` of ``width`` with
     ``depth`` residual layers, trained ``pretrain_epochs`` epochs on the source. Each
     adaptation inserts ``n_layers`` layers (the LoRA baseline is matched to them) and
-    trains for about ``steps`` Adam steps of ``batch_size`` at ``lr``.
+    trains for about ``steps`` Adam steps of ``batch_size`` at ``lr``. ``val_fraction`` of
+    the drawn target samples (per class) are held out for early stopping (the epoch with
+    the lowest validation loss after the last insertion is kept); 0 trains on all of them
+    for the whole budget.
     """
 
     benchmark: str
@@ -180,6 +191,7 @@ class TransferConfig:
     width: int = 64
     depth: int = 2
     pretrain_epochs: int = 40
+    val_fraction: float = 0.2
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -204,6 +216,10 @@ class TransferConfig:
             or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)):
+            raise ValueError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         ModelConfig(self.width, self.depth, family=self.model)  # checks the model family
         if self.benchmark == "heat" and self.model != "mlp":
             raise ValueError(f"the heat benchmark's inputs are vectors: model must be 'mlp', got {self.model!r}")
@@ -224,6 +240,8 @@ class TransferRecord:
     locations: list[int] = field(default_factory=list)
     epsilons: list[float] = field(default_factory=list)
     lora_rank: int | None = None
+    best_epoch: int | None = None
+    epochs: int = 0
 
 
 @dataclass
@@ -300,17 +318,10 @@ def pretrain(data: TransferData, config: TransferConfig, seed: int) -> torch.nn.
     return model
 
 
-def _target_only(pretrained: torch.nn.Module, task: Task, data, epochs: int, config: TransferConfig, seed: int):
-    """A fresh network of the pretrained architecture, every parameter trained on the target samples."""
+def _fresh_network(pretrained: torch.nn.Module, task: Task, config: TransferConfig, seed: int) -> torch.nn.Module:
+    """A newly initialised network of the pretrained one's architecture (for ``target-only``)."""
     torch.manual_seed(seed + 1)
-    model = build_model(task, ModelConfig(config.width, family=config.model), spec=pretrained.spec())
-    loss = resolve_loss(task.loss)
-    batches = TensorBatches(*data, config.batch_size, shuffle=True, seed=seed)
-    optimizer = rebuild_optimizer(None, list(model.parameters()), config.lr, 0.0)
-    for _ in range(epochs):
-        train_epoch(model, batches, loss, optimizer)
-    n = sum(p.numel() for p in model.parameters())
-    return model, n, n
+    return build_model(task, ModelConfig(config.width, family=config.model), spec=pretrained.spec())
 
 
 def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResults:
@@ -337,45 +348,42 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
             }
         )
         for size in config.samples:
-            x, y = data.draw(size, seed)
+            (x, y), val = data.draw(size, seed, config.val_fraction)
             target = (_flat(x, config.model), y)
+            val = None if val is None else (_flat(val[0], config.model), val[1])
             epochs = _epochs(len(x), config.batch_size, config.steps)
             for strategy in config.strategies:
                 bar.set_postfix_str(f"seed {seed}, {size} {SAMPLE_LABEL[config.benchmark]}, {strategy}")
                 began = time.perf_counter()
-                if strategy == "target-only":
-                    model, n_trainable, n_parameters = _target_only(pretrained, task, target, epochs, config, seed)
-                    extra: dict[str, Any] = {}
-                else:
-                    adapted = adapt(
-                        copy.deepcopy(pretrained),
-                        target,
-                        task.loss,
-                        n_layers=config.n_layers,
-                        epochs=epochs,
-                        lr=config.lr,
-                        batch_size=config.batch_size,
-                        strategy=strategy,
-                        seed=seed,
-                    )
-                    model, n_trainable, n_parameters = adapted.model, adapted.n_trainable, adapted.n_parameters
-                    extra = {
-                        "locations": adapted.locations,
-                        "epsilons": adapted.epsilons,
-                        "lora_rank": adapted.lora_rank,
-                    }
-                metric = _score(task, model, target_x, target_y)
+                fresh = strategy == "target-only"
+                adapted = adapt(
+                    _fresh_network(pretrained, task, config, seed) if fresh else copy.deepcopy(pretrained),
+                    target,
+                    task.loss,
+                    n_layers=0 if fresh else config.n_layers,
+                    epochs=epochs,
+                    lr=config.lr,
+                    batch_size=config.batch_size,
+                    val_data=val,
+                    restore_best=val is not None,
+                    strategy="full" if fresh else strategy,
+                    seed=seed,
+                )
                 results.records.append(
                     TransferRecord(
                         seed,
                         size,
                         strategy,
-                        metric,
-                        n_trainable,
-                        n_parameters,
-                        model.depth,
+                        _score(task, adapted.model, target_x, target_y),
+                        adapted.n_trainable,
+                        adapted.n_parameters,
+                        adapted.model.depth,
                         time.perf_counter() - began,
-                        **extra,
+                        adapted.locations,
+                        adapted.epsilons,
+                        adapted.lora_rank,
+                        adapted.best_epoch,
+                        len(adapted.history),
                     )
                 )
                 bar.update()
@@ -417,7 +425,13 @@ def transfer_table(results: TransferResults) -> str:
         f"{source.mean():.4f} ± {source.std(ddof=1) if len(source) > 1 else 0:.4f}; on the target without "
         f"adaptation {before.mean():.4f} ± {before.std(ddof=1) if len(before) > 1 else 0:.4f}. "
         f"{config.n_layers} inserted layers; about {config.steps} Adam steps (batch {config.batch_size}, "
-        f"lr {config.lr}) per run; total {results.wall_time:.0f} s."
+        f"lr {config.lr}) per run"
+        + (
+            f", {config.val_fraction:.0%} of the target samples held out for early stopping"
+            if config.val_fraction
+            else ""
+        )
+        + f"; total {results.wall_time:.0f} s."
     )
     return "\n".join(lines)
 

@@ -70,6 +70,9 @@ class AdaptResult:
         n_parameters: all parameters of the adapted model.
         initial_loss: the target loss before adaptation.
         final_loss: the target loss after adaptation.
+        best_epoch: with ``restore_best``, the epoch (1-based index into ``history``) whose
+            parameters were kept; the number of epochs before the last stage when none improved on
+            its starting point.
         history: the losses after every epoch (``stage`` is the insertion it followed, 0-based;
             ``val_loss`` is the training loss when no ``val_data`` was given).
         notes: remarks on the run (e.g. that a zero layer cannot train).
@@ -87,6 +90,7 @@ class AdaptResult:
     n_parameters: int = 0
     initial_loss: float = math.nan
     final_loss: float = math.nan
+    best_epoch: int | None = None
     history: list[EpochRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -188,6 +192,7 @@ def adapt(
     rel_threshold: float | None = 0.1,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
     lora_rank: int | None = None,
+    restore_best: bool = False,
 ) -> AdaptResult:
     """Adapt a pretrained growable model to ``target_data`` by inserting new layers.
 
@@ -214,10 +219,17 @@ def adapt(
         rel_threshold: see ``neurons``.
         epsilons: the line search's candidates (both signs are tried).
         lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
+        restore_best: early stopping: after training, restore the parameters of the epoch of the
+            last stage (after the last insertion) with the lowest ``val_data`` loss, the state
+            before that stage's first epoch included (needs ``val_data``).
 
     Returns:
         an :class:`AdaptResult`.
     """
+    if not isinstance(restore_best, bool):
+        raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
+    if restore_best and val_data is None:
+        raise ValueError("restore_best needs val_data (the loss it keeps the best epoch by)")
     _check_arguments(
         model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons, lora_rank
     )
@@ -265,6 +277,9 @@ def adapt(
         if not trainable or stage_epochs == 0:
             continue
         optimizer = rebuild_optimizer(optimizer, trainable, lr, 0.0)
+        last_stage = stage == max(inserts, 1) - 1
+        if restore_best and last_stage:
+            best = (evaluate_loss(model, val_source.loader, loss_fn), _copy_state(model), len(result.history))
         for _ in range(stage_epochs):
             train_loss = train_epoch(model, source.loader, loss_fn, optimizer)
             val_loss = evaluate_loss(model, val_source.loader, loss_fn) if val_source is not None else train_loss
@@ -277,6 +292,11 @@ def adapt(
                     val_loss=val_loss,
                 )
             )
+            if restore_best and last_stage and val_loss < best[0]:
+                best = (val_loss, _copy_state(model), len(result.history))
+        if restore_best and last_stage:
+            model.load_state_dict(best[1])
+            result.best_epoch = best[2]
 
     result.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result.n_parameters = sum(p.numel() for p in model.parameters())
@@ -297,6 +317,10 @@ def adapt(
                 "those layers were inserted as the identity"
             )
     return result
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def _frozen_topological_derivative(model: nn.Module, data, loss_fn: Loss):
