@@ -22,8 +22,9 @@ held-out target data.
 Per seed: one pretrained network (its own split and initialisation); per seed and size:
 one draw of the target samples, shared by every strategy. Every strategy adapts a copy of
 the same pretrained network with the same budget (``steps`` Adam steps, rounded up to whole
-epochs of the target samples), and keeps the epoch with the lowest loss on a fifth of the
-drawn samples held out for validation (early stopping; those samples are not trained on).
+epochs of the target samples), and after each insertion keeps the epoch with the lowest
+loss on a fifth of the drawn samples held out for validation (early stopping; those
+samples are not trained on).
 ``target-only`` trains a fresh network of the pretrained architecture on the target
 samples alone, the same way: what transfer has to beat.
 """
@@ -175,7 +176,7 @@ class TransferConfig:
     adaptation inserts ``n_layers`` layers (the LoRA baseline is matched to them) and
     trains for about ``steps`` Adam steps of ``batch_size`` at ``lr``. ``val_fraction`` of
     the drawn target samples (per class) are held out for early stopping (the epoch with
-    the lowest validation loss after the last insertion is kept); 0 trains on all of them
+    the lowest validation loss after each insertion is kept); 0 trains on all of them
     for the whole budget.
     """
 

@@ -70,9 +70,9 @@ class AdaptResult:
         n_parameters: all parameters of the adapted model.
         initial_loss: the target loss before adaptation.
         final_loss: the target loss after adaptation.
-        best_epoch: with ``restore_best``, the epoch (1-based index into ``history``) whose
-            parameters were kept; the number of epochs before the last stage when none improved on
-            its starting point.
+        best_epoch: with ``restore_best``, the epoch of the last stage (1-based index into
+            ``history``) whose parameters were kept; the number of epochs before that stage when
+            none improved on its starting point.
         history: the losses after every epoch (``stage`` is the insertion it followed, 0-based;
             ``val_loss`` is the training loss when no ``val_data`` was given).
         notes: remarks on the run (e.g. that a zero layer cannot train).
@@ -219,9 +219,9 @@ def adapt(
         rel_threshold: see ``neurons``.
         epsilons: the line search's candidates (both signs are tried).
         lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
-        restore_best: early stopping: after training, restore the parameters of the epoch of the
-            last stage (after the last insertion) with the lowest ``val_data`` loss, the state
-            before that stage's first epoch included (needs ``val_data``).
+        restore_best: early stopping: at the end of each stage (the training after an
+            insertion), restore the parameters of its epoch with the lowest ``val_data`` loss,
+            the state before its first epoch included, before the next insertion (needs ``val_data``).
 
     Returns:
         an :class:`AdaptResult`.
@@ -277,8 +277,7 @@ def adapt(
         if not trainable or stage_epochs == 0:
             continue
         optimizer = rebuild_optimizer(optimizer, trainable, lr, 0.0)
-        last_stage = stage == max(inserts, 1) - 1
-        if restore_best and last_stage:
+        if restore_best:
             best = (evaluate_loss(model, val_source.loader, loss_fn), _copy_state(model), len(result.history))
         for _ in range(stage_epochs):
             train_loss = train_epoch(model, source.loader, loss_fn, optimizer)
@@ -292,9 +291,9 @@ def adapt(
                     val_loss=val_loss,
                 )
             )
-            if restore_best and last_stage and val_loss < best[0]:
+            if restore_best and val_loss < best[0]:
                 best = (val_loss, _copy_state(model), len(result.history))
-        if restore_best and last_stage:
+        if restore_best:
             model.load_state_dict(best[1])
             result.best_epoch = best[2]
 
