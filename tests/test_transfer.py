@@ -286,3 +286,27 @@ def test_restore_best_keeps_the_epoch_with_the_lowest_validation_loss(strategy):
     assert kept <= min(r.val_loss for r in last_stage) + 1e-12
     with pytest.raises(ValueError, match="restore_best needs val_data"):
         adapt(_mlp_task()[0], (x, y), loss, restore_best=True)
+
+
+def test_forced_locations():
+    """td at a forced location still inserts by the eigenvectors there (its line search lowers the
+    loss); random-location goes there too; bad locations are named."""
+    _, data, loss = _mlp_task()
+    model = ResidualMLP(in_features=3, width=6, depth=2, out_features=1).double()
+    result = adapt(model, data, loss, n_layers=2, epochs=0, strategy="td", locations=[0, 0])
+    assert result.locations == [0, 0]
+    assert all(s.loss_after <= s.loss_before for s in result.line_searches)
+    assert result.line_searches[0].loss_after < result.line_searches[0].loss_before
+    model = ResidualMLP(in_features=3, width=6, depth=2, out_features=1).double()
+    result = adapt(model, data, loss, n_layers=2, epochs=0, strategy="random-location", locations=[2, 3])
+    assert result.locations == [2, 3]
+    assert not torch.equal(model.layers[3].affine.weight, torch.zeros(6, 6))
+    for kwargs, match in [
+        ({"locations": [0]}, "one location per inserted layer"),
+        ({"locations": [0, 4]}, r"locations\[1\] must be an integer in 0..3"),
+        ({"locations": [3, 0]}, r"locations\[0\] must be an integer in 0..2"),
+        ({"locations": [0, 0], "strategy": "lora"}, "inserting strategies"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            deep = ResidualMLP(in_features=3, width=6, depth=2, out_features=1).double()
+            adapt(deep, data, loss, n_layers=2, **{"strategy": "td", **kwargs})

@@ -193,6 +193,7 @@ def adapt(
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
     lora_rank: int | None = None,
     restore_best: bool = False,
+    locations: Sequence[int] | None = None,
 ) -> AdaptResult:
     """Adapt a pretrained growable model to ``target_data`` by inserting new layers.
 
@@ -219,6 +220,10 @@ def adapt(
         rel_threshold: see ``neurons``.
         epsilons: the line search's candidates (both signs are tried).
         lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
+        locations: for the inserting strategies, where each insertion goes (one location of the
+            model as it is at that insertion, per layer) instead of where the strategy would
+            choose: ``"td"`` then still initialises by the eigenvectors there (an ablation of *how*
+            without *where*), ``"random-location"`` by a random layer there.
         restore_best: early stopping: at the end of each stage (the training after an
             insertion), restore the parameters of its epoch with the lowest ``val_data`` loss,
             the state before its first epoch included, before the next insertion (needs ``val_data``).
@@ -226,13 +231,25 @@ def adapt(
     Returns:
         an :class:`AdaptResult`.
     """
+    _check_arguments(
+        model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons, lora_rank
+    )
+    if locations is not None:
+        if strategy not in INSERTING:
+            raise ValueError(f"locations applies to the inserting strategies {list(INSERTING)}, not {strategy!r}")
+        if isinstance(locations, (str, bytes)) or not isinstance(locations, Sequence) or len(locations) != n_layers:
+            raise ValueError(f"locations must list one location per inserted layer ({n_layers}), got {locations!r}")
+        for index, location in enumerate(locations):
+            n_locations = len(model.locations) + index
+            if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location < n_locations:
+                raise ValueError(
+                    f"locations[{index}] must be an integer in 0..{n_locations - 1} (the model then has "
+                    f"{n_locations} locations), got {location!r}"
+                )
     if not isinstance(restore_best, bool):
         raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
     if restore_best and val_data is None:
         raise ValueError("restore_best needs val_data (the loss it keeps the best epoch by)")
-    _check_arguments(
-        model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons, lora_rank
-    )
     loss_fn = resolve_loss(loss)
     source = DataSource.from_data(target_data, "target_data", batch_size, shuffle=True, seed=seed)
     val_source = DataSource.from_data(val_data, "val_data", batch_size, False, seed) if val_data is not None else None
@@ -266,8 +283,19 @@ def adapt(
     per_stage, remainder = (epochs // inserts, epochs % inserts) if inserts else (epochs, 0)
     for stage in range(max(inserts, 1)):
         if inserts:
+            forced = None if locations is None else locations[stage]
             layer = _insert(
-                model, strategy, source, evaluation, loss_fn, generator, neurons, rel_threshold, epsilons, result
+                model,
+                strategy,
+                source,
+                evaluation,
+                loss_fn,
+                generator,
+                neurons,
+                rel_threshold,
+                epsilons,
+                result,
+                forced,
             )
             new_layers.append(layer)
             for parameter in layer.parameters():
@@ -351,12 +379,13 @@ def _insert(
     rel_threshold: float | None,
     epsilons: Sequence[float],
     result: AdaptResult,
+    forced: int | None = None,
 ) -> nn.Module:
-    """One insertion of ``strategy``, recorded in ``result``; returns the new layer."""
+    """One insertion of ``strategy`` (at ``forced`` when given), recorded in ``result``; returns the new layer."""
     reference = next(model.parameters())
     if strategy == "td":
         td = _frozen_topological_derivative(model, source.data, loss_fn)
-        location = td.best_location
+        location = td.best_location if forced is None else forced
         direction = td.rows(location, 1.0, neurons, rel_threshold).to(device=reference.device, dtype=reference.dtype)
         layer = model.insert_layer(location)
 
@@ -372,6 +401,7 @@ def _insert(
         epsilon = search.epsilon
     else:
         location = int(torch.randint(len(model.locations), (1,), generator=generator))
+        location = location if forced is None else forced
         if strategy == "random-location":  # nn.Linear's / nn.Conv2d's default initialisation
             rows = make_strategy("random")._random_init(model, location, generator)
             layer = model.insert_layer(location)
