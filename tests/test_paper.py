@@ -48,3 +48,10 @@ def test_run_paper_writes_a_report_from_its_runs(tmp_path, monkeypatch):
     td = [r["metric"] for r in runs if r["strategy"] == "td"]
     assert f"{sum(td) / 3:.4f}" in text  # the table shows the mean of the runs just made
     assert (tmp_path / "toy" / "compare.png").exists()
+    # The summary line: td, the best other strategy and scratch, from the same runs.
+    summary = text.split("## Summary", 1)[1].split("## Toy regression", 1)[0]
+    means = {s: sum(r["metric"] for r in runs if r["strategy"] == s) / 3 for s in ("td", "random", "scratch")}
+    best_other = min(("random", "scratch"), key=means.get)
+    rank = sorted(means, key=means.get).index("td") + 1
+    assert f"| Toy regression | 1.0 (test MSE) | {means['td']:.4f} ± " in summary
+    assert f"| {best_other}: {means[best_other]:.4f} ± " in summary and f"| {rank} of 3 |" in summary

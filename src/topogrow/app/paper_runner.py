@@ -105,6 +105,37 @@ def _commit() -> str:
         return "unknown"
 
 
+def _cell(summary: dict[str, dict[str, Any]], strategy: str | None) -> str:
+    if strategy is None or strategy not in summary:
+        return "—"
+    return f"{summary[strategy]['metric_mean']:.4f} ± {summary[strategy]['metric_std']:.4f}"
+
+
+def paper_summary(out: Path, quick: bool, only: list[str] | None = None) -> str:
+    """A Markdown table, one line per row whose ``out/<row>/compare.json`` exists: the paper's
+    figure, ``td``, the best other strategy, ``scratch`` (mean ± std) and td's rank."""
+    lines = [
+        "| row | paper | td | best other strategy | scratch | td's rank |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in load_rows(quick, only):
+        path = out / row.name / "compare.json"
+        if not path.is_file():
+            continue
+        payload = json.loads(path.read_text())
+        summary = {r["strategy"]: r for r in payload["summary"]}
+        higher_better = "accuracy" in payload["metric"]
+        order = sorted(summary, key=lambda k: summary[k]["metric_mean"], reverse=higher_better)
+
+        other = next((k for k in order if k != "td"), None)
+        rank = f"{order.index('td') + 1} of {len(order)}" if "td" in order else "—"
+        lines.append(
+            f"| {row.row} | {row.paper['value']} ({row.paper['metric']}) | {_cell(summary, 'td')} | "
+            f"{other}: {_cell(summary, other)} | {_cell(summary, 'scratch')} | {rank} |"
+        )
+    return "\n".join(lines)
+
+
 def run_paper(
     out: Path,
     quick: bool,
@@ -141,6 +172,7 @@ def run_paper(
         f"Command: `{command}`{' (quick budget)' if quick else ''}; commit {_commit()}; "
         f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
         f"total {time.perf_counter() - start:.0f} s. Every number below comes from these runs.\n\n"
+        f"## Summary\n\n{paper_summary(out, quick, only)}\n\n"
     )
     path = out / "paper.md"
     path.parent.mkdir(parents=True, exist_ok=True)
