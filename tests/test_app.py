@@ -115,6 +115,30 @@ def test_cli_compare_end_to_end(tmp_path, capsys):
     assert (tmp_path / "compare.md").read_text().startswith("| strategy |")
 
 
+def test_cli_config_file_then_command_line(tmp_path, capsys):
+    """--config FILE replaces the defaults; options written on the command line win over it;
+    compare keeps the strategies of --strategies; a bad file is named in one line."""
+    config = tmp_path / "growth.json"
+    config.write_text(json.dumps({"strategy": "random", "max_depth": 2, "lr": 0.005, "weight_decay": 1e-4}))
+    out = tmp_path / "run"
+    assert main(["run", "synthetic", "--config", str(config), "--lr=0.002", "--out", str(out), *SMALL[:-3]]) == 0
+    growth = json.loads((out / "run.json").read_text())["growth"]
+    assert (growth["strategy"], growth["max_depth"], growth["lr"], growth["weight_decay"]) == ("random", 2, 0.002, 1e-4)
+    assert growth["epochs_per_stage"] == 2  # from the command line; the file does not set it
+    out = tmp_path / "compare"
+    argv = ["compare", "synthetic", "--config", str(config), "--seeds", "1", "--strategies", "td,zero"]
+    assert main([*argv, "--out", str(out), *SMALL]) == 0  # SMALL's --max-depth 3 wins over the file's 2
+    payload = json.loads((out / "compare.json").read_text())
+    assert {r["strategy"] for r in payload["runs"]} == {"td", "zero"} and payload["growth"]["max_depth"] == 3
+    assert payload["growth"]["lr"] == 0.005
+    capsys.readouterr()
+    config.write_text(json.dumps({"max_deth": 2}))
+    assert main(["run", "synthetic", "--config", str(config), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "did you mean 'max_depth'" in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

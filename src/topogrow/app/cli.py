@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -74,6 +75,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="activation of residual layers (silu-tanh = 2 SiLU(z) - tanh(z), or z-tanh; default %(default)s)",
     )
     grow = parser.add_argument_group("growth")
+    grow.add_argument(
+        "--config",
+        type=Path,
+        help='JSON file of growth settings (GrowthConfig fields, e.g. {"max_depth": 6, "lr": 0.003}); '
+        "options given on the command line override it",
+    )
     grow.add_argument(
         "--max-depth", type=int, default=d.max_depth, help="stop growing at this depth (default %(default)s)"
     )
@@ -323,8 +330,14 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {write_results(results, args.out)}")
 
 
+def _given_options(argv: list[str]) -> set[str]:
+    """The long options written on the command line (``--lr 0.1`` and ``--lr=0.1`` both count)."""
+    return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+
+
 def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, ModelConfig]:
-    growth = GrowthConfig(
+    """The growth and model configs: defaults, then ``--config FILE``, then the options given."""
+    values = dict(
         strategy=strategy,
         max_depth=args.max_depth,
         schedule=args.schedule,
@@ -341,6 +354,15 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
         device=args.device,
         block=args.block,
     )
+    if args.config is not None:
+        GrowthConfig.from_json(args.config)  # validates, naming the file
+        given = _given_options(args.argv)
+        for key, value in json.loads(args.config.read_text()).items():
+            if key == "strategy" and args.verb == "compare":
+                continue  # compare runs the strategies of --strategies
+            if f"--{key.replace('_', '-')}" not in given:
+                values[key] = value
+    growth = GrowthConfig(**values)
     model = ModelConfig(
         width=args.width, initial_depth=args.initial_depth, activation=args.activation, family=args.model
     )
@@ -348,11 +370,11 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
 
 
 def _run(args: argparse.Namespace) -> None:
-    if args.strategy == "scratch":
+    growth, model = _configs(args, args.strategy)
+    if growth.strategy == "scratch":
         raise ValueError("'scratch' needs a td run to copy the architecture from: use 'topogrow compare'")
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-    growth, model = _configs(args, args.strategy)
     out = args.out or Path("results") / f"run-{args.task}"
     checkpoints, resume = out / "checkpoints", None
     if args.resume is not None:
@@ -388,7 +410,7 @@ def _run(args: argparse.Namespace) -> None:
         "run": result.to_dict(),
     }
     json_path = write_json_atomic(out / "run.json", payload)
-    png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {args.strategy}, seed {args.seed}")
+    png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {growth.strategy}, seed {growth.seed}")
     save(network, out)
     print(f"wrote {json_path}, {png_path}, the model ({out / 'model.json'}, load with topogrow.load) and {checkpoints}")
 
@@ -422,7 +444,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line
