@@ -1,4 +1,5 @@
-"""The ``topogrow`` command line: ``run`` one strategy, ``compare`` them all."""
+"""The ``topogrow`` command line: ``run`` one strategy, ``compare`` them all, reproduce the
+``paper``'s table, ``transfer`` to a related task, ``bench`` the costs."""
 
 from __future__ import annotations
 

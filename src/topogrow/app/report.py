@@ -47,7 +47,8 @@ def comparison_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(handle)
@@ -104,7 +105,7 @@ def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Pa
         spectrum.axis("off")
     if title:
         fig.suptitle(title)
-    path = _save(fig, Path(path))
+    path = save_figure(fig, Path(path))
     plt.close(fig)
     return path
 

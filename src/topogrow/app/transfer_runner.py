@@ -44,7 +44,7 @@ import torch
 
 from topogrow._validation import unknown_name_error
 from topogrow.app.experiment import ModelConfig, build_model
-from topogrow.app.report import _save, write_json_atomic
+from topogrow.app.report import save_figure, write_json_atomic
 from topogrow.app.tasks import Task
 from topogrow.core.losses import resolve_loss
 from topogrow.growth.training import TensorBatches, rebuild_optimizer, train_epoch
@@ -307,7 +307,8 @@ def _flat(x: torch.Tensor, family: str) -> torch.Tensor:
 
 
 def pretrain(data: TransferData, config: TransferConfig, seed: int) -> torch.nn.Module:
-    """A network of ``config``'s architecture trained ``pretrain_epochs`` on the source with Adam."""
+    """A network of ``config``'s architecture trained ``pretrain_epochs`` on the source (Adam at
+    ``config.lr``, batches of 64), seeded by ``seed``."""
     task = data.source.flattened() if config.model == "mlp" else data.source
     torch.manual_seed(seed)
     model = build_model(task, ModelConfig(config.width, config.depth, family=config.model))
@@ -469,7 +470,7 @@ def plot_transfer(results: TransferResults, path: str | Path) -> Path:
         axes.set_yscale("log")
     axes.set_title(f"transfer: {config.benchmark} ({config.seeds} seeds)")
     axes.legend(fontsize=8)
-    path = _save(fig, Path(path))
+    path = save_figure(fig, Path(path))
     plt.close(fig)
     return path
 
