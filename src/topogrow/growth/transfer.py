@@ -272,8 +272,8 @@ def adapt(
 
     if strategy == "lora":
         if lora_rank is None:
-            locations = list(model.locations)
-            layer_size = sum(math.prod(model.insertion_shape(loc)) for loc in locations) / len(locations)
+            sizes = [math.prod(model.insertion_shape(loc)) for loc in model.locations]
+            layer_size = sum(sizes) / len(sizes)
             lora_rank = rank_for_budget(model, round(n_layers * layer_size))
         add_low_rank_adapters(model, lora_rank, generator)
         result.lora_rank = lora_rank
