@@ -63,7 +63,9 @@ class Registry(Mapping[str, T], Generic[T]):
 
         def add(entry: T) -> T:
             if name in self._entries and not overwrite:
-                raise ValueError(f"a {self.kind} named {name!r} is already registered; pass overwrite=True to replace it")
+                raise ValueError(
+                    f"a {self.kind} named {name!r} is already registered; pass overwrite=True to replace it"
+                )
             self._entries[name] = entry
             self._help[name] = help or _first_line(getattr(entry, "__doc__", None))
             return entry
