@@ -1,7 +1,20 @@
 """topogrow: grow neural networks in depth with the topological derivative."""
 
 from topogrow.core import TopologicalDerivative, topological_derivative
-from topogrow.growth import STRATEGIES, CheckpointError, Grower, GrowthConfig, GrowthHistory, load, save
+from topogrow.growth import (
+    STRATEGIES,
+    Callback,
+    CheckpointError,
+    Grower,
+    GrowthConfig,
+    GrowthHistory,
+    Proposal,
+    StageContext,
+    Strategy,
+    load,
+    register_strategy,
+    save,
+)
 from topogrow.growth.transfer import AdaptResult, adapt
 from topogrow.nn import ResidualCNN, ResidualMLP
 from topogrow.nn.vit import ViT
@@ -9,16 +22,21 @@ from topogrow.nn.vit import ViT
 __all__ = [
     "STRATEGIES",
     "AdaptResult",
+    "Callback",
     "CheckpointError",
     "GrowthConfig",
     "GrowthHistory",
+    "Proposal",
     "Grower",
     "ResidualCNN",
     "ResidualMLP",
+    "StageContext",
+    "Strategy",
     "ViT",
     "TopologicalDerivative",
     "adapt",
     "load",
+    "register_strategy",
     "save",
     "topological_derivative",
 ]

@@ -46,7 +46,8 @@ from topogrow.core.hamiltonian import hamiltonian_blocks
 from topogrow.core.losses import resolve_loss
 from topogrow.core.topological_derivative import choose_solver, solver_costs
 from topogrow.growth import GrowthConfig
-from topogrow.growth.training import TensorBatches, train_epoch
+from topogrow.growth.data import TensorBatches
+from topogrow.growth.training import train_epoch
 from topogrow.nn import ResidualMLP
 from topogrow.nn.blocks import ConvBlock, DenseBlock
 from topogrow.nn.cnn import ResidualCNN

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from topogrow.app.experiment import DEFAULT_STRATEGIES, MODELS, ModelConfig, compare, run
+from topogrow.app.experiment import MODELS, ModelConfig, compare, run
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
 from topogrow.growth.config import SCHEDULES
+from topogrow.growth.strategies import growth_strategies
 from topogrow.nn.blocks import BLOCKS
 
 DESCRIPTION = """\
@@ -29,19 +30,6 @@ examples:
   topogrow compare california --seeds 3 --out results/compare
   topogrow compare synthetic --seeds 2 --strategies td,random --epochs-per-stage 3
 """
-
-STRATEGY_HELP = {
-    "td": "the paper: location with the largest eigenvalue, eigenvector initialisation",
-    "td-where": "TD location, random initialisation (ablation)",
-    "td-how": "random location, TD initialisation (ablation)",
-    "random": "random location, random initialisation",
-    "zero": "zero layer before the head (Net2DeeperNet/AutoGrow identity insertion)",
-    "forward-thinking": "random layer before the head, earlier layers frozen (Hettinger et al. 2017, Forward Thinking)",
-    "sensli": "tanh block with zero output weights where ||dJ/dW2|| is largest (Kreis et al. 2023, layer insertion "
-    "by sensitivities)",
-    "scratch": "the final architecture of the td run, trained from scratch (compare only)",
-}
-
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     d = GrowthConfig()
@@ -168,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "history and the test metric; write run.json and run.png.",
     )
     _add_common(run_parser)
-    choices = ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items() if k != "scratch")
+    growing = [name for name in growth_strategies() if name != "scratch"]
+    choices = ", ".join(f"{name} ({STRATEGIES.help(name)})" for name in growing)
     run_parser.add_argument("--strategy", default="td", help=f"one of: {choices}")
     ckpt = run_parser.add_argument_group("checkpoints")
     ckpt.add_argument(
@@ -195,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
     compare_parser.add_argument(
         "--strategies",
-        default=",".join(DEFAULT_STRATEGIES),
-        help="comma-separated; default all: " + ", ".join(f"{k} ({v})" for k, v in STRATEGY_HELP.items()),
+        default=",".join(growth_strategies()),
+        help="comma-separated; default all: " + ", ".join(f"{n} ({STRATEGIES.help(n)})" for n in growth_strategies()),
     )
     paper_parser = verbs.add_parser(
         "paper",

@@ -15,13 +15,11 @@ from tqdm.auto import tqdm
 
 from topogrow._validation import unknown_name_error
 from topogrow.app.tasks import Task, make_task
-from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
+from topogrow.growth import Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
+from topogrow.growth.strategies import growth_strategies
 from topogrow.nn import ResidualMLP
 from topogrow.nn.vit import ViT
-
-DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "forward-thinking", "sensli", "scratch")
-
 
 MODELS = ("mlp", "cnn", "vit")
 
@@ -243,7 +241,7 @@ class Comparison:
 
 def compare(
     task_name: str,
-    strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
+    strategies: tuple[str, ...] | None = None,
     seeds: int = 3,
     growth: GrowthConfig | None = None,
     model: ModelConfig | None = None,
@@ -251,13 +249,15 @@ def compare(
     n_train: int | None = None,
     progress: bool = True,
 ) -> Comparison:
-    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network).
+    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network);
+    by default every registered growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`).
 
     ``scratch`` trains the final architecture of that seed's ``td`` run from scratch
     for the same total number of epochs, so ``td`` must be among the strategies.
     """
     growth = growth or GrowthConfig()
     model = model or ModelConfig()
+    strategies = growth_strategies() if strategies is None else tuple(strategies)
     for name in strategies:
         GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
     if "scratch" in strategies and "td" not in strategies:
@@ -286,5 +286,3 @@ def compare(
     bar.close()
     return comparison
 
-
-assert set(DEFAULT_STRATEGIES) <= set(STRATEGIES)

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from topogrow.app.experiment import DEFAULT_STRATEGIES, Comparison, ModelConfig, compare
+from topogrow.app.experiment import Comparison, ModelConfig, compare
 from topogrow.app.report import comparison_table, plot_comparison, write_json_atomic
 from topogrow.growth import GrowthConfig
+from topogrow.growth.strategies import growth_strategies
 
 ROW_KEYS = {"row", "paper", "task", "n_train", "model", "growth", "strategies", "seeds", "quick", "note"}
 
@@ -63,7 +64,7 @@ def _row_from_dict(name: str, values: dict[str, Any], quick: bool) -> Row:
         n_train=values.get("n_train"),
         model=ModelConfig(**values.get("model", {})),
         growth=GrowthConfig.from_dict(values.get("growth", {})),
-        strategies=tuple(values.get("strategies", DEFAULT_STRATEGIES)),
+        strategies=tuple(values.get("strategies", growth_strategies())),
         seeds=int(values.get("seeds", 3)),
         note=values.get("note", ""),
         quick=values.get("quick", {}),

@@ -47,11 +47,13 @@ from topogrow.app.experiment import ModelConfig, build_model
 from topogrow.app.report import save_figure, write_json_atomic
 from topogrow.app.tasks import Task
 from topogrow.core.losses import resolve_loss
-from topogrow.growth.training import TensorBatches, rebuild_optimizer, train_epoch
-from topogrow.growth.transfer import TRANSFER_STRATEGIES, adapt
+from topogrow.growth.data import TensorBatches
+from topogrow.growth.strategies import transfer_strategies
+from topogrow.growth.training import optimizer_factory, rebuild_optimizer, train_epoch
+from topogrow.growth.transfer import adapt
 
 BENCHMARKS: tuple[str, ...] = ("heat", "mnist")
-STRATEGIES: tuple[str, ...] = (*TRANSFER_STRATEGIES, "target-only")
+STRATEGIES: tuple[str, ...] = (*transfer_strategies(), "target-only")
 DEFAULT_SAMPLES = {"heat": (50, 100, 200), "mnist": (10, 25, 50)}
 SAMPLE_LABEL = {"heat": "target samples", "mnist": "target samples per class"}
 HEAT_SOURCE_LENGTH, HEAT_TARGET_LENGTH = 0.2, 0.1
@@ -314,7 +316,7 @@ def pretrain(data: TransferData, config: TransferConfig, seed: int) -> torch.nn.
     model = build_model(task, ModelConfig(config.width, config.depth, family=config.model))
     loss = resolve_loss(task.loss)
     batches = TensorBatches(task.X_train, task.y_train, 64, shuffle=True, seed=seed)
-    optimizer = rebuild_optimizer(None, list(model.parameters()), config.lr, 0.0)
+    optimizer = rebuild_optimizer(None, model.parameters(), optimizer_factory("adam", config.lr))
     for _ in range(config.pretrain_epochs):
         train_epoch(model, batches, loss, optimizer)
     return model

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -234,7 +233,7 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
     model.load_state_dict(tensors, strict=True)
 
 
-def _check_rebuildable(model: nn.Module) -> dict[str, Any]:
+def check_rebuildable(model: nn.Module) -> dict[str, Any]:
     """The model's record, after checking that the spec rebuilds the same parameter names and shapes."""
     record = _model_record(model)
     rebuilt = _build(record, Path("model.json"))
@@ -278,7 +277,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
     ``ResidualCNN`` or ``ViT`` whose layers its ``spec()`` describes.
     """
     path = Path(path)
-    files = _model_files(model, _check_rebuildable(model))
+    files = _model_files(model, check_rebuildable(model))
     _write_atomic(path / "model.safetensors", files["model.safetensors"])
     _write_atomic(path / "model.json", files["model.json"])
     return path
@@ -375,6 +374,7 @@ class Checkpoint:
     loss: str | None
     progress: dict[str, Any]
     history: GrowthHistory
+    callbacks: dict[str, dict[str, Any]]  # each stateful callback's state_dict(), by key
     optimizer: dict[str, Any]  # {"groups": [...], "state": {param name: {key: tensor or number}}}
     generators: dict[str, torch.Tensor]  # generator states by name ("torch", "grower", "train", "cuda:0", ...)
     numpy_state: dict[str, Any] | None = None
@@ -425,6 +425,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         loss=loss if isinstance(loss, str) else None,
         progress=progress,
         history=history,
+        callbacks=_field(trainer, "callbacks", dict, trainer_path) if "callbacks" in trainer else {},
         optimizer={"groups": _field(optimizer_json, "groups", list, trainer_path), "state": state},
         generators=generators,
         numpy_state=trainer.get("numpy_rng"),
@@ -437,8 +438,6 @@ _PROGRESS = {
     "phase": str,
     "stage": int,
     "curve": list,
-    "best_val": (float, int, type(None)),
-    "stale": int,
     "faults": int,
     "final_done": int,
     "elapsed": (float, int),
@@ -638,8 +637,3 @@ class Checkpointer:
         for old in _complete(self.directory)[: -self.keep]:
             self._remove(old)
         return final
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON keeps ``inf`` as a non-standard literal; progress stores it as ``null``."""
-    return value if math.isfinite(value) else None

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from topogrow._validation import unknown_name_error
+from topogrow._validation import check_int, check_optional_int, check_real, unknown_name_error
 from topogrow.growth.line_search import DEFAULT_EPSILONS
-from topogrow.growth.strategies import STRATEGIES
+from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
-
-SCHEDULES = ("fixed", "plateau")
-
-
-def _real(name: str, value: Any) -> None:
-    """Raise unless ``value`` is a finite real number (an int or a float, not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -34,23 +24,40 @@ class GrowthConfig:
     Attributes:
         strategy: where/how to grow, a name in :data:`~topogrow.growth.strategies.STRATEGIES`.
         max_depth: stop growing at this many residual layers.
-        schedule: ``"fixed"`` (``epochs_per_stage`` epochs per stage) or ``"plateau"``
-            (until the validation loss stops improving by ``min_delta`` for ``patience``
-            epochs, at most ``epochs_per_stage``).
+        schedule: when a stage ends, a name in :data:`~topogrow.growth.schedules.SCHEDULES`:
+            ``"fixed"`` (``epochs_per_stage`` epochs per stage) or ``"plateau"`` (until the
+            validation loss stops improving by ``min_delta`` for ``patience`` epochs, at most
+            ``epochs_per_stage``).
+        epochs_per_stage: epochs between insertions (the cap, with the plateau schedule).
+        patience: plateau patience in epochs.
+        min_delta: relative improvement of the validation loss that counts (plateau schedule
+            and ``growth_patience``).
         final_epochs: epochs of training after growth stops.
-        tolerance: stop growing when every leading eigenvalue mu_l <= tolerance.
-        growth_patience: stop growing after this many stages without a relative
-            validation improvement of ``min_delta``.
-        neurons: active neurons of a new layer (top-k blocks); ``None`` takes every
-            block with eigenvalue >= ``rel_threshold`` times the largest.
-        epsilons: line-search candidates (both signs are tried).
+        tolerance: stop growing when every leading eigenvalue mu_l <= tolerance (``None``: never
+            stop on the eigenvalues).
+        growth_patience: stop growing after this many stages without a relative validation
+            improvement of ``min_delta``.
+        neurons: active neurons of a new layer (top-k blocks); ``None`` takes every block with
+            eigenvalue >= ``rel_threshold`` times the largest.
+        rel_threshold: relative eigenvalue threshold for choosing neurons (0: every positive block).
+        lr: learning rate of the optimiser.
+        weight_decay: weight decay of the optimiser.
+        optimizer: the optimiser, a name in :data:`~topogrow.growth.training.OPTIMIZERS`
+            (``"adam"``, ``"adamw"``, ``"sgd"``) built with ``lr`` and ``weight_decay``, or a
+            callable ``params -> torch.optim.Optimizer``; rebuilt after every insertion, keeping
+            the state of the parameters it already had.
+        batch_size: mini-batch size for training.
+        eval_batch_size: mini-batch size for validation losses (``None``: ``max(batch_size, 1024)``).
+        td_batch_size: mini-batch size of the topological-derivative pass.
+        eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
+        epsilons: line-search candidates (both signs are tried).
         seed: seeds initialisation, shuffling and random strategies.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
         block: grow by this registered block (:data:`topogrow.nn.blocks.BLOCKS`, e.g.
-            ``"gelu-mlp"``) with the matrix-free topological derivative; ``None`` grows
-            by the model's closed-form layer. The model needs ``insert_block``. The
-            top ``max(4, neurons)`` eigenpairs are computed per location.
+            ``"gelu-mlp"``) with the matrix-free topological derivative; ``None`` grows by the
+            model's closed-form layer. The model needs ``insert_block``. The top
+            ``max(2, neurons)`` eigenpairs are computed per location.
     """
 
     strategy: str = "td"
@@ -60,14 +67,17 @@ class GrowthConfig:
     patience: int = 3
     min_delta: float = 1e-3
     final_epochs: int = 10
-    tolerance: float = 0.0
+    tolerance: float | None = 0.0
     growth_patience: int = 2
     neurons: int | None = None
     rel_threshold: float = 0.1
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str | Callable[..., torch.optim.Optimizer] = "adam"
     batch_size: int = 128
+    eval_batch_size: int | None = None
     td_batch_size: int = 1024
+    eigen_tol: float = 1e-3
     line_search_samples: int = 8192
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
     seed: int = 0
@@ -75,14 +85,12 @@ class GrowthConfig:
     block: str | None = None
 
     def __post_init__(self) -> None:
-        for name, known in (("strategy", STRATEGIES), ("schedule", SCHEDULES), ("block", BLOCKS)):
-            value = getattr(self, name)
-            if name == "block" and value is None:
-                continue
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a name (a string), got {type(value).__name__} {value!r}")
-            if value not in known:
-                raise unknown_name_error(name, value, known)
+        STRATEGIES.check(self.strategy)
+        SCHEDULES.check(self.schedule)
+        if self.block is not None:
+            BLOCKS.check(self.block)
+        if not callable(self.optimizer):
+            OPTIMIZERS.check(self.optimizer)
         for name in (
             "max_depth",
             "epochs_per_stage",
@@ -92,34 +100,27 @@ class GrowthConfig:
             "line_search_samples",
             "growth_patience",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.final_epochs, bool) or not isinstance(self.final_epochs, int) or self.final_epochs < 0:
-            raise ValueError(f"final_epochs must be an integer >= 0, got {self.final_epochs!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
-            raise ValueError(f"seed must be an integer in 0..2**62 - 1, got {self.seed!r}")
-        if self.neurons is not None and (
-            isinstance(self.neurons, bool) or not isinstance(self.neurons, int) or self.neurons < 1
-        ):
-            raise ValueError(f"neurons must be None or an integer >= 1, got {self.neurons!r}")
-        for name in ("lr", "min_delta", "rel_threshold", "weight_decay", "tolerance"):
-            _real(name, getattr(self, name))
-        for name in ("lr", "min_delta", "rel_threshold"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("final_epochs", self.final_epochs, minimum=0)
+        check_int("seed", self.seed, minimum=0, maximum=2**62 - 1)
+        check_optional_int("neurons", self.neurons, minimum=1)
+        check_optional_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        for name in ("lr", "min_delta", "eigen_tol"):
+            check_real(name, getattr(self, name), positive=True)
+        check_real("weight_decay", self.weight_decay, nonnegative=True)
+        if self.tolerance is not None:
+            check_real("tolerance", self.tolerance)
+        check_real("rel_threshold", self.rel_threshold, nonnegative=True)
         if not self.min_delta < 1:
             raise ValueError(f"min_delta is a relative improvement and must be < 1, got {self.min_delta!r}")
         if not self.rel_threshold <= 1:
             raise ValueError(
                 f"rel_threshold is relative to the largest eigenvalue and must be <= 1, got {self.rel_threshold!r}"
             )
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.epsilons, (str, bytes)) or not isinstance(self.epsilons, (list, tuple)) or not self.epsilons:
             raise ValueError(f"epsilons must be a non-empty list of positive numbers, got {self.epsilons!r}")
         for index, epsilon in enumerate(self.epsilons):
-            _real(f"epsilons[{index}]", epsilon)
+            check_real(f"epsilons[{index}]", epsilon)
             if not epsilon > 0:
                 raise ValueError(f"epsilons must be a non-empty list of positive numbers, got {self.epsilons!r}")
         object.__setattr__(self, "epsilons", tuple(float(e) for e in self.epsilons))
@@ -133,6 +134,11 @@ class GrowthConfig:
             except RuntimeError:
                 raise ValueError(f"unknown device {self.device!r}; expected e.g. 'cpu', 'cuda' or 'cuda:1'") from None
 
+    @property
+    def validation_batch_size(self) -> int:
+        """The mini-batch size of validation losses (``eval_batch_size`` or ``max(batch_size, 1024)``)."""
+        return self.eval_batch_size if self.eval_batch_size is not None else max(self.batch_size, 1024)
+
     def replace(self, **changes: Any) -> GrowthConfig:
         """A copy with some fields changed (validated again)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -141,7 +147,11 @@ class GrowthConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a JSON-able dict (a callable optimiser by its qualified name)."""
+        values = dataclasses.asdict(self)
+        if callable(self.optimizer):
+            values["optimizer"] = f"<callable {getattr(self.optimizer, '__qualname__', type(self.optimizer).__name__)}>"
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GrowthConfig:

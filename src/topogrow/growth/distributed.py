@@ -26,6 +26,7 @@ block (``config.block``, the matrix-free derivative) is single-process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "DistributedRun",
     "all_reduce_sum",
     "barrier",
     "broadcast",
@@ -154,3 +156,75 @@ def shard(
     if x.shape[0] < world:
         raise ValueError(f"cannot split {x.shape[0]} samples over {world} processes: each needs at least one")
     return torch.tensor_split(x, world)[rank_], torch.tensor_split(y, world)[rank_]
+
+
+class DistributedRun:
+    """How the growth loop runs over processes (a no-op collaborator in a single process).
+
+    It checks that a distributed run can go ahead, wraps the model in
+    DistributedDataParallel for training (again after every insertion, since the parameter
+    set changed), gives :attr:`reduce` (sums over processes) to the losses and the
+    topological derivative, and makes every process insert process 0's proposal.
+    """
+
+    def __init__(self) -> None:
+        self.active = is_distributed()
+        self.reduce = all_reduce_sum if self.active else None
+        self.wrapper: torch.nn.parallel.DistributedDataParallel | None = None
+
+    def check(self, block: str | None, loader: Any) -> None:
+        """Closed-form layers only, and the same number of training batches on every process."""
+        if not self.active:
+            return
+        if block is not None:
+            raise NotImplementedError(
+                f"growth by a block (block={block!r}, the matrix-free topological derivative) is "
+                "single-process; use block=None (the closed-form layer) under torch.distributed"
+            )
+        try:
+            batches = len(loader)
+        except TypeError:
+            raise ValueError(
+                "train: under torch.distributed every process needs the same number of batches per epoch; "
+                "give a sized DataLoader or an (X, y) pair"
+            ) from None
+        counts = all_reduce_sum(torch.tensor([batches, -batches], dtype=torch.float64))
+        world = world_size()
+        if counts[0] != world * batches or -counts[1] != world * batches:  # differ somewhere
+            raise ValueError(
+                f"train: every process needs the same number of batches per epoch (DistributedDataParallel "
+                f"steps together); this one (rank {rank()}) has {batches}. Give each process an "
+                "equal shard (topogrow.growth.distributed.shard, or DistributedSampler)"
+            )
+
+    def module(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The model to train: itself, or its DistributedDataParallel wrapper (building it
+        broadcasts process 0's parameters)."""
+        if not self.active:
+            return model
+        if self.wrapper is None:
+            device_ids = None
+            if device.type == "cuda":
+                device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
+            self.wrapper = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return self.wrapper
+
+    def parameters_changed(self) -> None:
+        """After an insertion: wrap again before training."""
+        self.wrapper = None
+
+    def agree(self, proposal: Any) -> Any:
+        """Process 0's proposal on every process (they agree unless a solver is not deterministic)."""
+        if not self.active:
+            return proposal
+        head = torch.tensor([float(proposal.location), float(proposal.curvature or 0.0)], dtype=torch.float64)
+        head0 = broadcast(head.clone())
+        disagree = all_reduce_sum(torch.tensor(float(head0[0] != head[0])))
+        if disagree > 0:
+            raise RuntimeError(
+                f"the processes proposed different locations (process 0: {int(head0[0])}, this one: "
+                f"{proposal.location}); their models or data differ in shape"
+            )
+        direction = broadcast(proposal.direction.detach().clone().contiguous())
+        curvature = None if proposal.curvature is None else float(head0[1])
+        return dataclasses.replace(proposal, direction=direction, curvature=curvature)

@@ -1,15 +1,16 @@
-"""Plain training and evaluation over ``(X, y)`` pairs or DataLoaders."""
+"""Plain training and evaluation over mini-batches, and the optimisers (one registry)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
 
 from topogrow.core.batches import check_pair
 from topogrow.core.losses import Loss
+from topogrow.growth.registries import OPTIMIZERS, register_optimizer
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -20,66 +21,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except RuntimeError as error:
         raise ValueError(f"unknown device {device!r}: {error}") from None
-
-
-class TensorBatches:
-    """Mini-batches of an in-memory ``(X, y)`` pair by slicing a (seeded) permutation.
-
-    Same batches as ``DataLoader(TensorDataset(X, y), shuffle=...)`` would give in
-    spirit, without per-sample indexing and collation (10x faster for small models).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return -(-self.x.shape[0] // self.batch_size)
-
-    def __iter__(self):
-        n = self.x.shape[0]
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
-            else:
-                index = order[start : start + self.batch_size]
-                yield self.x[index], self.y[index]
-
-
-@dataclass
-class DataSource:
-    """Training or validation data: batches for epochs and a fixed subset for evaluation."""
-
-    loader: Iterable
-    n_samples: int
-    data: object = None  # the pair or loader as given (for the streaming TD pass)
-
-    @classmethod
-    def from_data(cls, data, name: str, batch_size: int, shuffle: bool, seed: int) -> DataSource:
-        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-            x, y = data
-            check_pair(x, y, name)
-            if x.shape[0] == 0:
-                raise ValueError(f"{name}: no samples (X and y are empty)")
-            loader = TensorBatches(x, y, batch_size, shuffle, seed)
-            return cls(loader, int(x.shape[0]), data)
-        if isinstance(data, DataLoader) or (hasattr(data, "__iter__") and not isinstance(data, (tuple, list))):
-            n = len(data.dataset) if hasattr(data, "dataset") else -1
-            if n == 0:
-                raise ValueError(f"{name}: the DataLoader's dataset is empty")
-            return cls(data, n, data)
-        raise TypeError(f"{name}: expected a DataLoader or a pair of tensors (X, y), got {type(data).__name__}")
-
-    def subset(self, n_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first batches holding at least ``n_samples`` samples (fixed once drawn)."""
-        batches, count = [], 0
-        for x, y in self.loader:
-            batches.append((x, y))
-            count += x.shape[0]
-            if count >= n_samples:
-                break
-        return batches
 
 
 def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: torch.dtype):
@@ -149,13 +90,31 @@ def evaluate_loss(model: torch.nn.Module, batches: Iterable, loss: Loss, reduce:
     return total / count
 
 
+register_optimizer("adam", torch.optim.Adam, help="Adam (torch.optim.Adam)")
+register_optimizer("adamw", torch.optim.AdamW, help="Adam with decoupled weight decay (torch.optim.AdamW)")
+register_optimizer("sgd", torch.optim.SGD, help="stochastic gradient descent (torch.optim.SGD)")
+
+
+def optimizer_factory(
+    optimizer: str | OptimizerFactory, lr: float = 1e-3, weight_decay: float = 0.0
+) -> OptimizerFactory:
+    """``params -> Optimizer``: the registered optimiser ``optimizer`` with ``lr`` and
+    ``weight_decay``, or ``optimizer`` itself when it is a callable."""
+    if callable(optimizer):
+        return optimizer
+    build = OPTIMIZERS[optimizer]
+    return lambda parameters: build(parameters, lr=lr, weight_decay=weight_decay)
+
+
 def rebuild_optimizer(
-    old: torch.optim.Optimizer | None, parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
+    old: torch.optim.Optimizer | None, parameters: Iterable[torch.nn.Parameter], factory: OptimizerFactory
 ) -> torch.optim.Optimizer:
-    """A new Adam over ``parameters`` that keeps the state (moments, step) of parameters
-    the old one already had; new parameters start fresh. Needed after every insertion,
-    since the parameter set changed."""
-    optimizer = torch.optim.Adam(list(parameters), lr=lr, weight_decay=weight_decay)
+    """A new optimiser over ``parameters`` (from ``factory``) that keeps the state (e.g. Adam's
+    moments and step) of the parameters the old one already had; new parameters start fresh.
+    Needed after every insertion, since the parameter set changed."""
+    optimizer = factory(list(parameters))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if old is not None:
         for group in optimizer.param_groups:
             for p in group["params"]:

@@ -33,22 +33,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
-from topogrow._validation import unknown_name_error
+from topogrow._validation import check_bool, check_int, check_optional_int
 from topogrow.core.losses import Loss, resolve_loss
-from topogrow.core.topological_derivative import topological_derivative
+from topogrow.growth.callbacks import Callback, FixedArchitecture, Freeze, RestoreBest
+from topogrow.growth.config import GrowthConfig
+from topogrow.growth.data import DataSource, TensorBatches
+from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord
-from topogrow.growth.line_search import DEFAULT_EPSILONS, LineSearchResult, line_search
-from topogrow.growth.strategies import make_strategy
-from topogrow.growth.training import DataSource, TensorBatches, evaluate_loss, rebuild_optimizer, train_epoch
+from topogrow.growth.line_search import DEFAULT_EPSILONS, LineSearchResult
+from topogrow.growth.registries import STRATEGIES
+from topogrow.growth.schedules import StageEpochs
+from topogrow.growth.strategies import inserts_layers, transfer_strategies
+from topogrow.growth.training import evaluate_loss
 from topogrow.nn.lora import add_low_rank_adapters, rank_for_budget
 
-TRANSFER_STRATEGIES: tuple[str, ...] = ("td", "random-location", "zero-location", "head-only", "full", "lora")
-INSERTING = ("td", "random-location", "zero-location")
+__all__ = ["AdaptResult", "adapt"]
 
 
 @dataclass
@@ -99,54 +102,86 @@ class AdaptResult:
         return len(self.locations)
 
 
-def head_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules a model uses as its head: ``model.head``, and the final ``model.norm``
-    (a ViT's LayerNorm before the head) when there is one."""
-    modules = [model.head]
-    norm = getattr(model, "norm", None)
-    if isinstance(norm, nn.Module):
-        modules.append(norm)
-    return modules
+class ForcedLocations(Callback):
+    """Insert at the given locations, one per stage, with the strategy's layer there
+    (:meth:`~topogrow.growth.strategies.Strategy.propose_at`) instead of where it would choose."""
+
+    def __init__(self, locations: Sequence[int]) -> None:
+        self.locations = list(locations)
+        self.used = 0
+
+    def on_stage_end(self, grower, context):
+        if context.stop_reason is None and self.used < len(self.locations):
+            context.proposal = context.strategy.propose_at(context, self.locations[self.used])
+            self.used += 1
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+class LowRankAdapters(Callback):
+    """Attach low-rank adapters ``W + B A`` (:mod:`topogrow.nn.lora`) to every residual layer at
+    the start of the fit, drawing ``A`` from the grower's generator."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_fit_start(self, grower):
+        add_low_rank_adapters(grower.model, self.rank, grower.generator)
+
+
+class _Recorder(Callback):
+    """Collects what :class:`AdaptResult` reports about each insertion."""
+
+    def __init__(self, result: AdaptResult) -> None:
+        self.result = result
+        self.layers: list[nn.Module] = []
+
+    def on_insert(self, grower, insertion):
+        self.layers.append(insertion.layer)
+        result, record = self.result, insertion.record
+        result.locations.append(insertion.location)
+        result.epsilons.append(float(insertion.epsilon))
+        if record.eigenvalues is not None:  # the strategy used the topological derivative
+            result.eigenvalues.append(record.eigenvalues)
+            result.line_searches.append(insertion.search)
+            result.predicted_changes.append(record.predicted_change)
 
 
 def _check_arguments(
-    model: Any,
-    strategy: Any,
-    n_layers: Any,
-    train_head: Any,
-    epochs: Any,
-    lr: Any,
-    batch_size: Any,
-    seed: Any,
-    neurons: Any,
-    rel_threshold: Any,
-    epsilons: Any,
-    lora_rank: Any,
+    model,
+    strategy,
+    n_layers,
+    train_head,
+    epochs,
+    lr,
+    batch_size,
+    seed,
+    neurons,
+    rel_threshold,
+    epsilons,
+    lora_rank,
+    restore_best,
+    val_data,
+    locations,
 ) -> None:
-    if not isinstance(strategy, str) or strategy not in TRANSFER_STRATEGIES:
-        raise unknown_name_error("strategy", strategy, TRANSFER_STRATEGIES)
-    for attribute in ("insert_layer", "forward_states", "insertion_shape", "head", "locations"):
+    if not isinstance(strategy, str) or strategy not in transfer_strategies():
+        STRATEGIES.check(strategy)
+        raise ValueError(
+            f"strategy {strategy!r} does not adapt a pretrained network; expected one of: "
+            f"{', '.join(transfer_strategies())}"
+        )
+    for attribute in ("insert_layer", "forward_states", "insertion_shape", "head_modules", "locations"):
         if not hasattr(model, attribute):
             raise TypeError(
                 f"expected a growable model (ResidualMLP, ResidualCNN, ViT) with {attribute}, "
                 f"got {type(model).__name__}"
             )
-    _int("n_layers", n_layers, 0)
-    _int("epochs", epochs, 0)
-    _int("batch_size", batch_size, 1)
-    _int("seed", seed, 0)
-    if not isinstance(train_head, bool):
-        raise ValueError(f"train_head must be True or False, got {train_head!r}")
+    check_int("n_layers", n_layers, minimum=0)
+    check_int("epochs", epochs, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_bool("train_head", train_head)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if neurons is not None:
-        _int("neurons", neurons, 1)
+    check_optional_int("neurons", neurons, minimum=1)
     if rel_threshold is not None and (
         isinstance(rel_threshold, bool) or not isinstance(rel_threshold, (int, float)) or not 0 <= rel_threshold <= 1
     ):
@@ -158,22 +193,29 @@ def _check_arguments(
     for eps in epsilons:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"epsilons must be finite numbers > 0, got {eps!r}")
-    if lora_rank is not None:
-        _int("lora_rank", lora_rank, 1)
+    check_optional_int("lora_rank", lora_rank, minimum=1)
     if strategy == "lora" and n_layers == 0 and lora_rank is None:
         raise ValueError(
             "strategy 'lora' matches the parameters of n_layers inserted layers: give n_layers >= 1 or lora_rank"
         )
     if strategy == "head-only" and not train_head:
         raise ValueError("strategy 'head-only' trains the head: train_head=False leaves nothing to train")
-
-
-def _evaluation_batches(source: DataSource, batch_size: int):
-    """Fixed (unshuffled) batches over all the target data, for the line search and the losses."""
-    data = source.data
-    if isinstance(data, (tuple, list)):
-        return TensorBatches(data[0], data[1], batch_size, shuffle=False, seed=0)
-    return source.loader
+    if locations is not None:
+        inserting = [name for name in transfer_strategies() if inserts_layers(name)]
+        if strategy not in inserting:
+            raise ValueError(f"locations applies to the inserting strategies {inserting}, not {strategy!r}")
+        if isinstance(locations, (str, bytes)) or not isinstance(locations, Sequence) or len(locations) != n_layers:
+            raise ValueError(f"locations must list one location per inserted layer ({n_layers}), got {locations!r}")
+        for index, location in enumerate(locations):
+            n_locations = len(model.locations) + index
+            if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location < n_locations:
+                raise ValueError(
+                    f"locations[{index}] must be an integer in 0..{n_locations - 1} (the model then has "
+                    f"{n_locations} locations), got {location!r}"
+                )
+    check_bool("restore_best", restore_best)
+    if restore_best and val_data is None:
+        raise ValueError("restore_best needs val_data (the loss it keeps the best epoch by)")
 
 
 def adapt(
@@ -199,137 +241,128 @@ def adapt(
 
     The model is modified in place: its pretrained parameters are frozen
     (``requires_grad=False``) and left unchanged (except with ``strategy="full"``), the
-    new layers and (``train_head``) the head (:func:`head_modules`) train. See the module
-    docstring for the strategies and the epoch schedule.
+    new layers and (``train_head``) the head (``model.head_modules()``) train. See the module
+    docstring for the strategies and the epoch schedule. This is the growth loop
+    (:class:`~topogrow.growth.grower.Grower`) configured for transfer: target data, the
+    pretrained parameters frozen (:class:`~topogrow.growth.callbacks.Freeze`), ``n_layers``
+    insertions each followed by its share of the epochs, the line search on all the target
+    samples, and (``restore_best``) :class:`~topogrow.growth.callbacks.RestoreBest`.
 
     Args:
         model: a pretrained ``ResidualMLP``, ``ResidualCNN`` or ``ViT``.
         target_data: an ``(X, y)`` pair or a DataLoader of the target task.
         loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
-        n_layers: layers to insert, one at a time (ignored by ``"head-only"`` and ``"full"``).
+        n_layers: layers to insert, one at a time (ignored by ``"head-only"``, ``"full"``, ``"lora"``).
         train_head: also train the head (always true for ``"full"``).
         epochs: total training epochs (``epochs // n_layers`` after each insertion, the
             remainder after the last).
         lr: Adam's learning rate.
         batch_size: mini-batch size for training and evaluation on a pair.
         val_data: optional ``(X, y)`` pair or DataLoader for the per-epoch validation loss.
-        strategy: ``"td"``, ``"random-location"``, ``"zero-location"``, ``"head-only"``, ``"full"``.
+        strategy: ``"td"``, ``"random-location"``, ``"zero-location"``, ``"head-only"``, ``"full"``
+            or ``"lora"`` (see :func:`~topogrow.growth.strategies.transfer_strategies`).
         seed: seeds the shuffling and the random locations and initialisations.
         neurons: for ``"td"``, the number of leading eigenvectors per layer (``None``:
             every block whose eigenvalue is at least ``rel_threshold`` times the largest).
         rel_threshold: see ``neurons``.
         epsilons: the line search's candidates (both signs are tried).
         lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
+        restore_best: early stopping: at the end of each stage (the training after an
+            insertion), restore the parameters of its epoch with the lowest ``val_data`` loss,
+            the state before its first epoch included, before the next insertion (needs ``val_data``).
         locations: for the inserting strategies, where each insertion goes (one location of the
             model as it is at that insertion, per layer) instead of where the strategy would
             choose: ``"td"`` then still initialises by the eigenvectors there (an ablation of *how*
             without *where*), ``"random-location"`` by a random layer there.
-        restore_best: early stopping: at the end of each stage (the training after an
-            insertion), restore the parameters of its epoch with the lowest ``val_data`` loss,
-            the state before its first epoch included, before the next insertion (needs ``val_data``).
 
     Returns:
         an :class:`AdaptResult`.
     """
     _check_arguments(
-        model, strategy, n_layers, train_head, epochs, lr, batch_size, seed, neurons, rel_threshold, epsilons, lora_rank
+        model,
+        strategy,
+        n_layers,
+        train_head,
+        epochs,
+        lr,
+        batch_size,
+        seed,
+        neurons,
+        rel_threshold,
+        epsilons,
+        lora_rank,
+        restore_best,
+        val_data,
+        locations,
     )
-    if locations is not None:
-        if strategy not in INSERTING:
-            raise ValueError(f"locations applies to the inserting strategies {list(INSERTING)}, not {strategy!r}")
-        if isinstance(locations, (str, bytes)) or not isinstance(locations, Sequence) or len(locations) != n_layers:
-            raise ValueError(f"locations must list one location per inserted layer ({n_layers}), got {locations!r}")
-        for index, location in enumerate(locations):
-            n_locations = len(model.locations) + index
-            if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location < n_locations:
-                raise ValueError(
-                    f"locations[{index}] must be an integer in 0..{n_locations - 1} (the model then has "
-                    f"{n_locations} locations), got {location!r}"
-                )
-    if not isinstance(restore_best, bool):
-        raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
-    if restore_best and val_data is None:
-        raise ValueError("restore_best needs val_data (the loss it keeps the best epoch by)")
     loss_fn = resolve_loss(loss)
     source = DataSource.from_data(target_data, "target_data", batch_size, shuffle=True, seed=seed)
-    val_source = DataSource.from_data(val_data, "val_data", batch_size, False, seed) if val_data is not None else None
-    evaluation = _evaluation_batches(source, batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    if strategy == "full":
-        train_head = True
-    inserts = n_layers if strategy in INSERTING else 0
+    if val_data is not None:
+        DataSource.from_data(val_data, "val_data", batch_size, False, seed)  # named errors first
+    pair = isinstance(source.data, (tuple, list))
+    evaluation = TensorBatches(*source.data, batch_size, shuffle=False, seed=0) if pair else source.loader
+    inserts = n_layers if inserts_layers(strategy) else 0
 
     result = AdaptResult(model=model, strategy=strategy)
     result.initial_loss = evaluate_loss(model, evaluation, loss_fn)
-
-    # Freeze (or, for "full", unfreeze) the pretrained network.
-    for parameter in model.parameters():
-        parameter.requires_grad_(strategy == "full")
-    if train_head:
-        for module in head_modules(model):
-            for parameter in module.parameters():
-                parameter.requires_grad_(True)
-
+    nothing_trains = inserts == 0 and not train_head and strategy not in ("full", "lora")
+    per_stage, remainder = (epochs // inserts, epochs % inserts) if inserts else (epochs, 0)
+    config = GrowthConfig(
+        strategy=strategy,
+        max_depth=model.depth + max(inserts, 1),
+        epochs_per_stage=max(per_stage, 1),
+        final_epochs=0 if inserts or nothing_trains else epochs,
+        tolerance=None,
+        growth_patience=inserts + 2,
+        neurons=neurons,
+        rel_threshold=0.0 if rel_threshold is None else rel_threshold,
+        lr=lr,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        epsilons=tuple(epsilons),
+        seed=seed,
+        device=str(next(model.parameters()).device),
+    )
+    callbacks: list[Callback] = []
+    if strategy != "full":
+        callbacks.append(Freeze(pretrained=True, head=train_head))
     if strategy == "lora":
         if lora_rank is None:
-            sizes = [math.prod(model.insertion_shape(loc)) for loc in model.locations]
-            layer_size = sum(sizes) / len(sizes)
-            lora_rank = rank_for_budget(model, round(n_layers * layer_size))
-        add_low_rank_adapters(model, lora_rank, generator)
+            sizes = [math.prod(model.insertion_shape(location)) for location in model.locations]
+            lora_rank = rank_for_budget(model, round(n_layers * sum(sizes) / len(sizes)))
+        rank_for_budget(model, 1)  # a model without residual layers has nothing to adapt: say so now
+        callbacks.append(LowRankAdapters(lora_rank))
         result.lora_rank = lora_rank
-
-    new_layers: list[nn.Module] = []
-    optimizer = None
-    per_stage, remainder = (epochs // inserts, epochs % inserts) if inserts else (epochs, 0)
-    for stage in range(max(inserts, 1)):
-        if inserts:
-            forced = None if locations is None else locations[stage]
-            layer = _insert(
-                model,
-                strategy,
-                source,
-                evaluation,
-                loss_fn,
-                generator,
-                neurons,
-                rel_threshold,
-                epsilons,
-                result,
-                forced,
-            )
-            new_layers.append(layer)
-            for parameter in layer.parameters():
-                parameter.requires_grad_(True)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        stage_epochs = per_stage + (remainder if stage == max(inserts, 1) - 1 else 0)
-        if not trainable or stage_epochs == 0:
-            continue
-        optimizer = rebuild_optimizer(optimizer, trainable, lr, 0.0)
-        if restore_best:
-            best = (evaluate_loss(model, val_source.loader, loss_fn), _copy_state(model), len(result.history))
-        for _ in range(stage_epochs):
-            train_loss = train_epoch(model, source.loader, loss_fn, optimizer)
-            val_loss = evaluate_loss(model, val_source.loader, loss_fn) if val_source is not None else train_loss
-            result.history.append(
-                EpochRecord(
-                    epoch=len(result.history) + 1,
-                    stage=stage,
-                    depth=model.depth,
-                    train_loss=train_loss,
-                    val_loss=val_loss,
-                )
-            )
-            if restore_best and val_loss < best[0]:
-                best = (val_loss, _copy_state(model), len(result.history))
-        if restore_best:
-            model.load_state_dict(best[1])
-            result.best_epoch = best[2]
+    if restore_best:
+        callbacks.append(RestoreBest())
+    if locations is not None:
+        callbacks.append(ForcedLocations(locations))
+    if inserts == 0:
+        callbacks.append(FixedArchitecture())
+    recorder = _Recorder(result)
+    callbacks.append(recorder)
+    depth = model.depth
+    grower = Grower(
+        model,
+        loss,
+        config,
+        callbacks=callbacks,
+        # the insertions come first: stage 0 has no epochs, then each insertion gets its share
+        schedule=StageEpochs((0, *[per_stage] * (inserts - 1), per_stage + remainder)) if inserts else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    grower.fit(target_data, val_data, line_search_data=evaluation)
+    for record in grower.history.epochs:
+        stage = max(record.depth - depth - 1, 0)
+        result.history.append(EpochRecord(record.epoch, stage, record.depth, record.train_loss, record.val_loss))
+    restorer = next((c for c in callbacks if isinstance(c, RestoreBest)), None)
+    result.best_epoch = None if restorer is None else restorer.best_epoch
 
     result.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result.n_parameters = sum(p.numel() for p in model.parameters())
     result.final_loss = evaluate_loss(model, evaluation, loss_fn)
     if strategy == "zero-location":
-        still_zero = all(bool((p == 0).all()) for layer in new_layers for p in layer.parameters())
+        still_zero = all(bool((p == 0).all()) for layer in recorder.layers for p in layer.parameters())
         state = "are still exactly zero (the identity)" if still_zero else "moved only by numerical noise"
         trained = "only the head trained" if train_head else "nothing trained"
         result.notes.append(
@@ -344,72 +377,3 @@ def adapt(
                 "those layers were inserted as the identity"
             )
     return result
-
-
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
-
-
-def _frozen_topological_derivative(model: nn.Module, data, loss_fn: Loss):
-    """The topological derivative of a (partly) frozen model.
-
-    ``states_and_adjoints`` differentiates the loss with respect to the states, which
-    fails when a frozen stem makes the first states independent of any parameter that
-    requires a gradient. Every parameter requires one for the pass (``autograd.grad``
-    leaves their ``.grad`` untouched); the flags are restored afterwards.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for parameter, _ in flags:
-            parameter.requires_grad_(True)
-        return topological_derivative(model, data, loss_fn)
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-
-
-def _insert(
-    model: nn.Module,
-    strategy: str,
-    source: DataSource,
-    evaluation,
-    loss_fn: Loss,
-    generator: torch.Generator,
-    neurons: int | None,
-    rel_threshold: float | None,
-    epsilons: Sequence[float],
-    result: AdaptResult,
-    forced: int | None = None,
-) -> nn.Module:
-    """One insertion of ``strategy`` (at ``forced`` when given), recorded in ``result``; returns the new layer."""
-    reference = next(model.parameters())
-    if strategy == "td":
-        td = _frozen_topological_derivative(model, source.data, loss_fn)
-        location = td.best_location if forced is None else forced
-        direction = td.rows(location, 1.0, neurons, rel_threshold).to(device=reference.device, dtype=reference.dtype)
-        layer = model.insert_layer(location)
-
-        def evaluate(epsilon: float) -> float:
-            layer.load_direction(epsilon * direction)
-            return evaluate_loss(model, evaluation, loss_fn)
-
-        search = line_search(evaluate, evaluate(0.0), epsilons)
-        layer.load_direction(search.epsilon * direction)
-        result.eigenvalues.append(td.eigenvalues.tolist())
-        result.line_searches.append(search)
-        result.predicted_changes.append(td.predicted_change(location, search.epsilon, neurons, rel_threshold))
-        epsilon = search.epsilon
-    else:
-        location = int(torch.randint(len(model.locations), (1,), generator=generator))
-        location = location if forced is None else forced
-        if strategy == "random-location":  # nn.Linear's / nn.Conv2d's default initialisation
-            rows = make_strategy("random")._random_init(model, location, generator)
-            layer = model.insert_layer(location)
-            layer.load_direction(rows.to(device=reference.device, dtype=reference.dtype))
-            epsilon = 1.0
-        else:
-            layer = model.insert_layer(location)
-            epsilon = 0.0
-    result.locations.append(location)
-    result.epsilons.append(float(epsilon))
-    return layer

@@ -1,0 +1,253 @@
+"""Callbacks: everything that hangs on the growth loop without being the loop.
+
+A :class:`Callback` has no-op hooks; the :class:`~topogrow.growth.grower.Grower` calls them
+in order (its own callbacks first, then the strategy's, then the user's)::
+
+    on_fit_start(grower)              before the first epoch (also when resuming)
+    on_epoch_end(grower, record)      after each epoch (an EpochRecord)
+    on_stage_end(grower, context)     at the end of a growth stage, before the decision: a callback
+                                      may restore weights, context.stop(reason) growth,
+                                      context.veto(reason) this insertion, or read and replace
+                                      context.proposal (the strategy is asked on first use)
+    on_insert(grower, insertion)      after an insertion (an Insertion: location, epsilon, changes)
+    on_fit_end(grower)                after the last epoch
+
+A callback with state returns it from :meth:`Callback.state_dict` (JSON-able) and takes it
+back in :meth:`Callback.load_state_dict`; checkpoints carry it, so a resumed run continues
+with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from topogrow.growth.history import EpochRecord, StageRecord
+from topogrow.growth.line_search import LineSearchResult
+
+if TYPE_CHECKING:  # only for annotations: the grower imports this module
+    from topogrow.growth.context import Proposal, StageContext
+    from topogrow.growth.grower import Grower
+
+__all__ = ["Callback", "FixedArchitecture", "Freeze", "Insertion", "ProgressBar", "RestoreBest", "StopRules"]
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """One insertion, as :meth:`Callback.on_insert` sees it.
+
+    Attributes:
+        location: where the layer went (a location of the model before the insertion).
+        epsilon: the epsilon it was inserted at.
+        layer: the inserted module.
+        proposal: the proposal it came from.
+        search: the line search (its losses before and after; one trial when not searched).
+        record: the stage's record (location, epsilon, predicted and actual change filled in).
+    """
+
+    location: int
+    epsilon: float
+    layer: nn.Module
+    proposal: Proposal
+    search: LineSearchResult
+    record: StageRecord
+
+    @property
+    def predicted_change(self) -> float | None:
+        return self.record.predicted_change
+
+    @property
+    def actual_change(self) -> float:
+        return self.search.change
+
+
+class Callback:
+    """Base class: hooks into the growth loop, each a no-op by default."""
+
+    def on_fit_start(self, grower: Grower) -> None:
+        """Before the first epoch of :meth:`Grower.fit` (also when it resumes a run)."""
+
+    def on_epoch_end(self, grower: Grower, record: EpochRecord) -> None:
+        """After each epoch, growth or final phase."""
+
+    def on_stage_end(self, grower: Grower, context: StageContext) -> None:
+        """At the end of a growth stage, before the decision (see the module docstring)."""
+
+    def on_insert(self, grower: Grower, insertion: Insertion) -> None:
+        """After a layer was inserted and the optimiser rebuilt."""
+
+    def on_fit_end(self, grower: Grower) -> None:
+        """After the last epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's state, JSON-able (kept by checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned."""
+
+
+class StopRules(Callback):
+    """The growth loop's stop rules: stop at ``config.max_depth``, or after
+    ``config.growth_patience`` stages without a relative validation improvement of
+    ``config.min_delta``."""
+
+    def __init__(self) -> None:
+        self.best_val = math.inf
+        self.stale = 0
+
+    def on_stage_end(self, grower, context):
+        cfg = grower.config
+        val_loss = context.record.val_loss
+        if val_loss < self.best_val * (1 - cfg.min_delta):
+            self.best_val, self.stale = val_loss, 0
+        else:
+            self.stale += 1
+        if grower.model.depth >= cfg.max_depth:
+            context.stop(f"reached max depth {cfg.max_depth}")
+        elif self.stale >= cfg.growth_patience:
+            context.stop(f"validation loss did not improve for {self.stale} stages")
+
+    def state_dict(self):
+        return {"best_val": self.best_val if math.isfinite(self.best_val) else None, "stale": self.stale}
+
+    def load_state_dict(self, state):
+        self.best_val = math.inf if state.get("best_val") is None else float(state["best_val"])
+        self.stale = int(state.get("stale", 0))
+
+
+class FixedArchitecture(Callback):
+    """Goes straight to the final phase: the architecture never grows."""
+
+    def on_fit_start(self, grower):
+        if grower.progress.phase == "grow":
+            grower.stop_growth("fixed architecture (no growth)")
+
+
+class Freeze(Callback):
+    """Choose which parameters train (``requires_grad``; the optimiser skips the others).
+
+    Args:
+        pretrained: at the start of a fresh fit, freeze every parameter of the model as it is
+            (transfer learning: new layers, created afterwards, train).
+        head: keep the head (``model.head_modules()``) training whatever else is frozen.
+        latest_only: after each insertion, only the new layer (and the head) train
+            (Forward Thinking): every earlier parameter is frozen from then on.
+
+    The names of the trainable parameters are its state, so a resumed run freezes the same ones.
+    """
+
+    def __init__(self, pretrained: bool = False, head: bool = True, latest_only: bool = False) -> None:
+        self.pretrained, self.head, self.latest_only = pretrained, head, latest_only
+        self.trainable: list[str] | None = None
+
+    def on_fit_start(self, grower):
+        if self.trainable is not None:  # resumed
+            self._apply(grower.model, self.trainable)
+        elif self.pretrained:
+            self._train_only(grower.model, [])
+
+    def on_insert(self, grower, insertion):
+        if self.latest_only:
+            self._train_only(grower.model, list(insertion.layer.parameters()))
+
+    def _train_only(self, model: nn.Module, parameters: list[nn.Parameter]) -> None:
+        keep = {id(p) for p in parameters}
+        if self.head:
+            keep.update(id(p) for module in model.head_modules() for p in module.parameters())
+        self.trainable = [name for name, p in model.named_parameters() if id(p) in keep]
+        self._apply(model, self.trainable)
+
+    @staticmethod
+    def _apply(model: nn.Module, names: list[str]) -> None:
+        parameters = dict(model.named_parameters())
+        unknown = sorted(set(names) - set(parameters))
+        if unknown:
+            raise ValueError(f"trainable parameters {unknown[:3]} are not the model's")
+        for name, parameter in parameters.items():
+            parameter.requires_grad_(name in names)
+
+    def state_dict(self):
+        return {"trainable": self.trainable}
+
+    def load_state_dict(self, state):
+        trainable = state.get("trainable")
+        self.trainable = None if trainable is None else [str(name) for name in trainable]
+
+
+class RestoreBest(Callback):
+    """Early stopping within each stage: at the end of a stage (before the next insertion) and
+    at the end of the fit, restore the parameters of the epoch with the lowest validation
+    loss, the state at the start of the stage included.
+
+    ``best_epoch`` is the epoch (1-based) whose parameters were last kept, or the number of
+    epochs before that stage when none improved on its start. Needs validation data.
+    """
+
+    def __init__(self) -> None:
+        self.best: tuple[float, dict[str, torch.Tensor], int] | None = None
+        self.epochs = 0
+        self.best_epoch: int | None = None
+
+    def _start(self, grower) -> None:
+        self.best = (grower.validation_loss(), _copy_state(grower.model), len(grower.history.epochs))
+        self.epochs = 0
+
+    def on_fit_start(self, grower):
+        if grower.validation_loss() is None:
+            raise ValueError("RestoreBest needs validation data (fit(train, val))")
+        self._start(grower)
+
+    def on_epoch_end(self, grower, record):
+        self.epochs += 1
+        if record.val_loss < self.best[0]:
+            self.best = (record.val_loss, _copy_state(grower.model), record.epoch)
+
+    def _restore(self, grower) -> None:
+        if self.epochs:
+            grower.model.load_state_dict(self.best[1])
+            self.best_epoch = self.best[2]
+        self.best = (self.best[0], self.best[1], len(grower.history.epochs))
+        self.epochs = 0
+
+    def on_stage_end(self, grower, context):
+        self._restore(grower)
+
+    def on_insert(self, grower, insertion):
+        self._start(grower)
+
+    def on_fit_end(self, grower):
+        self._restore(grower)
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs, with the depth and the last losses."""
+
+    def __init__(self, description: str = "") -> None:
+        self.description = description
+        self.bar = None
+
+    def on_fit_start(self, grower):
+        self.bar = tqdm(
+            desc=self.description or grower.config.strategy,
+            unit="epoch",
+            leave=False,
+            initial=len(grower.history.epochs),
+        )
+
+    def on_epoch_end(self, grower, record):
+        self.bar.update(1)
+        self.bar.set_postfix(depth=record.depth, train=f"{record.train_loss:.4f}", val=f"{record.val_loss:.4f}")
+
+    def on_fit_end(self, grower):
+        if self.bar is not None:
+            self.bar.close()

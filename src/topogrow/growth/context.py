@@ -1,0 +1,187 @@
+"""What a strategy sees at the end of a stage (:class:`StageContext`) and what it answers
+(:class:`Proposal`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from scipy.sparse.linalg import ArpackError
+from torch import nn
+
+from topogrow import core
+from topogrow._validation import one_line
+from topogrow.core.losses import Loss, resolve_loss
+from topogrow.growth.config import GrowthConfig
+from topogrow.growth.history import StageRecord
+from topogrow.nn.blocks import make_block
+
+#: Errors of the topological derivative or of a proposal that skip one insertion (not the run).
+NUMERICAL_FAULTS: tuple[type[BaseException], ...] = (FloatingPointError, torch.linalg.LinAlgError, ArpackError)
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+class StageFault(Exception):
+    """This stage's insertion cannot be decided (a numerical fault); the loop skips it and trains on."""
+
+
+class StopGrowth(Exception):
+    """No insertion should follow (e.g. every mu_l <= tolerance); the loop moves to the final phase."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A layer to insert: ``location`` and its parameters ``direction`` at epsilon = 1.
+
+    For closed-form layer kinds the direction is the rows ``[W | b]`` ``(n, m)``; for a
+    block, its flat parameter vector. The inserted layer's ``load_direction`` accepts it.
+
+    ``curvature`` is ``phi^T Q phi`` when known and ``slope`` the first-order rate
+    ``G . phi`` (zero unless a block's expansion is first order), so that the predicted
+    loss change of the insertion at epsilon is ``-epsilon * slope - (epsilon^2 / 2) * curvature``.
+
+    ``epsilon``: ``None`` picks epsilon by the line search; a number inserts the layer at
+    that epsilon (``1.0``: as given).
+
+    ``block`` names the registered block (:data:`topogrow.nn.blocks.BLOCKS`) to insert
+    when the strategy picks its own (``sensli``); ``None`` inserts what the run grows by
+    (``GrowthConfig.block``, or the closed-form layer).
+    """
+
+    location: int
+    direction: torch.Tensor
+    curvature: float | None = None
+    slope: float = 0.0
+    epsilon: float | None = None
+    block: str | None = None
+
+    @property
+    def line_search(self) -> bool:
+        """Whether epsilon is chosen by the line search."""
+        return self.epsilon is None
+
+    def predicted_change(self, epsilon: float) -> float | None:
+        """The model of the loss change at ``epsilon`` (``None`` if the curvature is unknown)."""
+        if self.curvature is None:
+            return None
+        return -epsilon * self.slope - 0.5 * epsilon**2 * self.curvature
+
+
+@dataclass
+class StageContext:
+    """The end of a training stage, as a strategy and the callbacks see it.
+
+    Attributes:
+        model: the growable model (not a DistributedDataParallel wrapper).
+        data: the training data as given to ``fit`` (an ``(X, y)`` pair or a DataLoader).
+        loss: the loss callable (batch mean).
+        config: the run's :class:`~topogrow.growth.config.GrowthConfig`.
+        generator: the run's generator for random locations and initialisations.
+        record: this stage's :class:`~topogrow.growth.history.StageRecord` (filled in as the
+            decision is made: eigenvalues, location, epsilon, changes).
+        reduce: sums a float64 tensor over processes in a distributed run, else ``None``.
+
+    The topological derivative (:meth:`topological_derivative`) is computed on first use, of
+    the kind the run grows by: the closed form, or the matrix-free one for ``config.block``.
+    Callbacks may :meth:`stop` growth, :meth:`veto` this insertion, or replace
+    :attr:`proposal` (which asks the strategy on first use).
+    """
+
+    model: nn.Module
+    data: Any
+    loss: Loss
+    config: GrowthConfig = field(default_factory=GrowthConfig)
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    record: StageRecord | None = None
+    reduce: Reduce | None = None
+    strategy: Any = None
+    stop_reason: str | None = None
+    veto_reason: str | None = None
+    _derivatives: dict[bool, Any] = field(default_factory=dict, repr=False)
+    _proposal: Proposal | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.loss = resolve_loss(self.loss)
+
+    # ------------------------------------------------------------ decisions
+    def stop(self, reason: str) -> None:
+        """Stop growing (the final phase follows), with ``reason`` as the history's stop reason."""
+        self.stop_reason = reason
+
+    def veto(self, reason: str) -> None:
+        """No insertion at this stage (growth goes on); ``reason`` goes in the stage's note."""
+        self.veto_reason = reason
+
+    @property
+    def proposal(self) -> Proposal:
+        """The strategy's proposal (asked once, on first use), unless a callback set another."""
+        if self._proposal is None:
+            try:
+                proposal = self.strategy.propose(self)
+            except NUMERICAL_FAULTS as error:
+                raise StageFault(f"no layer could be proposed ({one_line(error)})") from None
+            if not torch.isfinite(proposal.direction).all():
+                raise StageFault(f"the proposed layer at location {proposal.location} is not finite")
+            self._proposal = proposal
+        return self._proposal
+
+    @proposal.setter
+    def proposal(self, proposal: Proposal) -> None:
+        self._proposal = proposal
+
+    # -------------------------------------------------- topological derivative
+    @property
+    def has_derivative(self) -> bool:
+        """Whether the topological derivative was computed at this stage."""
+        return bool(self._derivatives)
+
+    def topological_derivative(self, keep: bool = False) -> core.TopologicalDerivativeResult:
+        """The topological derivative at every location (computed once per stage).
+
+        ``keep`` also keeps the blocks (or matrix-free operators) for ``quadratic_form``;
+        it forces the block solver on the closed form. Raises :class:`StageFault` on a
+        numerical fault or non-finite eigenvalues, and :class:`StopGrowth` when no
+        insertion lowers the loss (every mu_l <= ``config.tolerance``, no first-order location).
+        """
+        cached = self._derivatives.get(True) or (None if keep else self._derivatives.get(False))
+        if cached is not None:
+            return cached
+        try:
+            derivative = self._compute(keep)
+        except NUMERICAL_FAULTS as error:
+            raise StageFault(f"the topological derivative failed ({one_line(error)})") from None
+        eigenvalues = derivative.eigenvalues
+        if not torch.isfinite(eigenvalues).all():
+            raise StageFault("the topological derivative has non-finite eigenvalues")
+        self._derivatives[keep] = derivative
+        if self.record is not None:
+            self.record.eigenvalues = eigenvalues.tolist()
+        tolerance = self.config.tolerance
+        if tolerance is not None and not derivative.improvable(tolerance):
+            raise StopGrowth(f"max mu_l = {float(eigenvalues.max()):.3g} <= tolerance {tolerance:g}")
+        return derivative
+
+    def _compute(self, keep: bool):
+        cfg = self.config
+        if cfg.block is not None:
+            return core.matrix_free_topological_derivative(
+                self.model,
+                self.data,
+                self.loss,
+                lambda location: make_block(cfg.block, self.model, location),
+                k=max(2, cfg.neurons or 1),
+                batch_size=cfg.td_batch_size,
+                keep_operators=keep,
+                tol=cfg.eigen_tol,
+            )
+        return core.topological_derivative(
+            self.model,
+            self.data,
+            self.loss,
+            batch_size=cfg.td_batch_size,
+            keep_blocks=keep,
+            reduce=self.reduce,
+        )

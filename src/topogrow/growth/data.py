@@ -1,0 +1,167 @@
+"""Training and validation data for the growth loop: mini-batches of an ``(X, y)`` pair or a
+DataLoader, and the checks that the data fits the model and the loss (one line naming the
+data set when it does not)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from topogrow._validation import one_line
+from topogrow.core.batches import check_pair
+from topogrow.nn.blocks import make_block
+
+
+class TensorBatches:
+    """Mini-batches of an in-memory ``(X, y)`` pair by slicing a (seeded) permutation.
+
+    Same batches as ``DataLoader(TensorDataset(X, y), shuffle=...)`` would give in
+    spirit, without per-sample indexing and collation (10x faster for small models).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[0] // self.batch_size)
+
+    def __iter__(self):
+        n = self.x.shape[0]
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            else:
+                index = order[start : start + self.batch_size]
+                yield self.x[index], self.y[index]
+
+
+@dataclass
+class DataSource:
+    """Training or validation data: batches for epochs and a fixed subset for evaluation."""
+
+    loader: Iterable
+    n_samples: int
+    data: object = None  # the pair or loader as given (for the streaming TD pass)
+
+    @classmethod
+    def from_data(cls, data, name: str, batch_size: int, shuffle: bool, seed: int) -> DataSource:
+        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+            x, y = data
+            check_pair(x, y, name)
+            if x.shape[0] == 0:
+                raise ValueError(f"{name}: no samples (X and y are empty)")
+            loader = TensorBatches(x, y, batch_size, shuffle, seed)
+            return cls(loader, int(x.shape[0]), data)
+        if isinstance(data, DataLoader) or (hasattr(data, "__iter__") and not isinstance(data, (tuple, list))):
+            n = len(data.dataset) if hasattr(data, "dataset") else -1
+            if n == 0:
+                raise ValueError(f"{name}: the DataLoader's dataset is empty")
+            return cls(data, n, data)
+        raise TypeError(f"{name}: expected a DataLoader or a pair of tensors (X, y), got {type(data).__name__}")
+
+    def subset(self, n_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first batches holding at least ``n_samples`` samples (fixed once drawn)."""
+        batches, count = [], 0
+        for x, y in self.loader:
+            batches.append((x, y))
+            count += x.shape[0]
+            if count >= n_samples:
+                break
+        return batches
+
+
+def check_data_kind(data: Any, name: str) -> None:
+    """A pair that is not two tensors (e.g. numpy arrays) gets a message saying what to do."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not all(isinstance(d, torch.Tensor) for d in data):
+        kinds = ", ".join(type(d).__name__ for d in data)
+        raise TypeError(
+            f"{name}: expected a pair of tensors (X, y), got ({kinds}); convert with torch.as_tensor, "
+            "or pass a DataLoader"
+        )
+
+
+def check_compatible(model: torch.nn.Module, source: DataSource, name: str, loss: str | None) -> torch.Tensor:
+    """Fail early, in one line naming the data set, if the data does not fit the model or loss.
+
+    Checks the dtypes (floating inputs; floating targets for ``"mse"``; int64 class labels
+    or floating class probabilities for ``"cross_entropy"``), that the model takes the
+    inputs, the target shape and the label range. For an ``(X, y)`` pair every label is
+    checked; for a DataLoader, the first batch. Returns two input samples (on the model's
+    device and dtype) for further probes.
+    """
+    if isinstance(source.data, (tuple, list)):
+        x, y = source.data
+    else:
+        batch = next(iter(source.loader), None)
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"{name}: each batch of the DataLoader must be a pair (x, y), got {type(batch).__name__}")
+        x, y = batch
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: X has dtype {x.dtype}; expected floating-point inputs (convert with X.float())")
+    parameter = next(model.parameters())
+    probe = x[:2].to(device=parameter.device, dtype=parameter.dtype)
+    try:
+        with torch.no_grad():
+            prediction = model(probe)
+    except (ValueError, RuntimeError, IndexError) as error:
+        reason = re.sub(r", got \([\d, ]*\)$", "", one_line(error))  # the probe's shape, not X's
+        raise ValueError(f"{name}: the model cannot take X of shape {tuple(x.shape)}: {reason}") from None
+    if loss == "mse" and not y.is_floating_point():
+        raise TypeError(
+            f"{name}: y has dtype {y.dtype} but the 'mse' loss needs floating-point targets of shape "
+            f"(N, {', '.join(map(str, prediction.shape[1:]))}) (convert with y.float())"
+        )
+    if loss == "cross_entropy":
+        if y.is_floating_point():
+            if tuple(y.shape[1:]) != tuple(prediction.shape[1:]):
+                raise ValueError(
+                    f"{name}: the 'cross_entropy' loss needs int64 class labels of shape (N,) or class "
+                    f"probabilities of shape (N, {prediction.shape[1]}), got {y.dtype} of shape {tuple(y.shape)}"
+                )
+        elif y.dtype != torch.int64:
+            raise TypeError(
+                f"{name}: class labels have dtype {y.dtype}; the 'cross_entropy' loss needs int64 "
+                "(convert with y.long())"
+            )
+        elif y.ndim != 1:
+            raise ValueError(f"{name}: class labels must have shape (N,), got {tuple(y.shape)}")
+    if y.is_floating_point():
+        if tuple(y.shape[1:]) != tuple(prediction.shape[1:]):
+            raise ValueError(
+                f"{name}: targets have shape {tuple(y.shape[1:])} per sample but the model predicts "
+                f"{tuple(prediction.shape[1:])}"
+            )
+    elif y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"{name}: y has dtype {y.dtype}; expected floating-point targets or int64 class labels")
+    elif y.ndim == 1 and prediction.ndim == 2 and len(y) > 0:
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= prediction.shape[1]:
+            raise ValueError(f"{name}: class labels must be in 0..{prediction.shape[1] - 1}, got {low}..{high}")
+    return probe
+
+
+def check_block(model: torch.nn.Module, block_name: str, x: torch.Tensor) -> None:
+    """Fail before training if the registered block ``block_name`` does not fit the model's states."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        _, states = model.forward_states(x)
+        try:
+            block = make_block(block_name, model, 0).to(device=x.device, dtype=x.dtype)
+            out = block(states[0])
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"block {block_name!r} does not fit {type(model).__name__}: on its states of shape "
+                f"{tuple(states[0].shape)} it fails ({one_line(error)})"
+            ) from None
+    if not isinstance(out, torch.Tensor) or out.shape != states[0].shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"block {block_name!r} does not fit {type(model).__name__}: it maps states of shape "
+            f"{tuple(states[0].shape)} to {shape}"
+        )

@@ -1,0 +1,19 @@
+"""The growth layer's registries, filled where each entry is defined: strategies
+(:mod:`~topogrow.growth.strategies`), schedules (:mod:`~topogrow.growth.schedules`) and
+optimisers (:mod:`~topogrow.growth.training`). A leaf module, so that the config can
+validate names without importing what it names."""
+
+from __future__ import annotations
+
+from topogrow._registry import Registry
+
+#: Where and how to grow: ``Strategy`` subclasses by name.
+STRATEGIES: Registry = Registry("strategy")
+#: When a stage ends: ``Schedule`` subclasses by name, each built from a ``GrowthConfig``.
+SCHEDULES: Registry = Registry("schedule")
+#: Optimisers by name: ``factory(params, lr, weight_decay) -> torch.optim.Optimizer``.
+OPTIMIZERS: Registry = Registry("optimizer")
+
+register_strategy = STRATEGIES.register
+register_schedule = SCHEDULES.register
+register_optimizer = OPTIMIZERS.register
