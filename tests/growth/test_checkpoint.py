@@ -24,7 +24,7 @@ from topogrow.growth import grower as grower_module
 from topogrow.growth.strategies import Proposal, Strategy
 from topogrow.nn.blocks import ResidualBlock, make_block
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 # ---------------------------------------------------------------- helpers
@@ -268,7 +268,7 @@ def test_the_cli_names_a_corrupt_checkpoint_in_one_line(tmp_path, capsys):
 
 def test_loading_never_unpickles():
     """safetensors and JSON only: no pickle, no torch.load (which unpickles by default)."""
-    for path in (Path(__file__).resolve().parents[1] / "src").rglob("*.py"):
+    for path in (Path(__file__).resolve().parents[2] / "src").rglob("*.py"):
         text = path.read_text()
         assert "import pickle" not in text and "pickle." not in text, path
         for line in text.splitlines():

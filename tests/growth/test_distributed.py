@@ -35,7 +35,7 @@ import torch.distributed as dist
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
 from topogrow.growth import distributed, read_checkpoint
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_grow.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_grow.py"
 
 
 # ----------------------------------------------------------------- in-process helpers
