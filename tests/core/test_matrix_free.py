@@ -10,15 +10,18 @@ Growing with a registered block: tests/growth/test_growing_by_block.py.
 """
 
 import copy
+import functools
 
+import mlp_problems
 import pytest
 import torch
+from mlp_problems import EPS, LOSS_FNS, full_loss, make_model
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from topogrow import ResidualMLP, topological_derivative
+from topogrow import topological_derivative
 from topogrow.core import (
     HamiltonianHessian,
     MatrixFreeTopologicalDerivative,
@@ -31,34 +34,14 @@ from topogrow.core.layer_kinds import Conv2d
 from topogrow.nn import ResidualBlock, SiLUTanh, ZTanh, make_block, register_block
 from topogrow.nn.blocks import ConvBlock, GeluMLP
 
-IN_FEATURES, OUT_FEATURES, N_CLASSES, N_SAMPLES = 3, 2, 3, 48
-EPS = 1e-3
-LOSS_FNS = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
+N_SAMPLES = 48
 
 # torch.func imports torch internals that still call torch.jit.script
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 # ---------------------------------------------------------------- helpers
-def make_data(loss: str, n_samples: int = N_SAMPLES, seed: int = 0):
-    g = torch.Generator().manual_seed(2000 + seed)
-    x = torch.randn(n_samples, IN_FEATURES, generator=g, dtype=torch.float64)
-    if loss == "mse":
-        y = torch.randn(n_samples, OUT_FEATURES, generator=g, dtype=torch.float64)
-    else:
-        y = torch.randint(0, N_CLASSES, (n_samples,), generator=g)
-    return x, y
-
-
-def make_model(width: int, depth: int, loss: str, seed: int = 0, activation=None):
-    torch.manual_seed(seed)
-    out = OUT_FEATURES if loss == "mse" else N_CLASSES
-    return ResidualMLP(IN_FEATURES, width, depth, out, activation=activation).double()
-
-
-def full_loss(model, x, y, loss: str) -> float:
-    with torch.no_grad():
-        return LOSS_FNS[loss](model(x), y).item()
+make_data = functools.partial(mlp_problems.make_data, n_samples=N_SAMPLES, first_seed=2000)
 
 
 def change_after_block(model, x, y, loss, location, block, direction) -> float:
