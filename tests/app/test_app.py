@@ -156,6 +156,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_pat
     assert not (tmp_path / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_explains_strategies():
     result = subprocess.run(
         [sys.executable, "-m", "topogrow.app.cli", "compare", "--help"], capture_output=True, text=True, check=True

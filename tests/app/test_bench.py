@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from topogrow.app.cli import main
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--threads", "1", "--out", str(out)]) == 0

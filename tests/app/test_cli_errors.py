@@ -78,6 +78,7 @@ def test_an_unexpected_error_is_one_line_with_exit_code_1_and_debug_shows_it(mon
         main(["run", "synthetic", *SMALL, "--out", str(tmp_path), "--debug"])
 
 
+@pytest.mark.slow
 def test_debug_prints_the_traceback_of_a_bad_input(tmp_path):
     argv = [sys.executable, "-m", "topogrow.app.cli", "run", "synthetic", "--lr", "-1", "--out", str(tmp_path)]
     plain = subprocess.run(argv, capture_output=True, text=True)

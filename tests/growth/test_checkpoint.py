@@ -127,6 +127,7 @@ def _kill_after(process: subprocess.Popen, directory: Path, index: int, timeout:
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path, capsys):
     assert main([*RUN, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "run.json").read_text())
