@@ -287,8 +287,9 @@ def save(model: nn.Module, path: str | Path) -> Path:
     """Save a (grown) model for inference: ``path/model.json`` (architecture) and
     ``path/model.safetensors`` (weights), each written atomically. Returns ``path``.
 
-    Read it back with :func:`load`. The model must be a ``ResidualMLP``,
-    ``ResidualCNN`` or ``ViT`` whose layers its ``spec()`` describes.
+    Read it back with :func:`load`. The model must be of a class registered in
+    :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
+    with ``register_model``) whose layers its ``spec()`` describes.
     """
     path = Path(path)
     files = _model_files(model, _check_rebuildable(model))
