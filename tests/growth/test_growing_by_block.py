@@ -26,7 +26,7 @@ class TanhMLP(nn.Module):
 def my_block():
     register_block("my-block", lambda model, location: TanhMLP(model.width), overwrite=True)
     yield "my-block"
-    del BLOCKS["my-block"]
+    BLOCKS.unregister("my-block")
 
 
 def regression_data(n_samples: int, seed: int):
