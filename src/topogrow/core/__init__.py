@@ -4,7 +4,7 @@ Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or :mod:`topogro
 A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`.
 """
 
-from topogrow.core.adjoint import StatefulModel, states_and_adjoints
+from topogrow.core.adjoint import AdjointBatch, StatefulModel, adjoint_batches, device_and_dtype, states_and_adjoints
 from topogrow.core.eigen import LeadingEigenpairs, leading_block_eigenpairs
 from topogrow.core.hamiltonian import (
     dense_hamiltonian_blocks,
@@ -24,6 +24,7 @@ from topogrow.core.matrix_free import (
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
+    "AdjointBatch",
     "Conv2d",
     "Dense",
     "FirstOrder",
@@ -36,8 +37,10 @@ __all__ = [
     "LeadingEigenpairs",
     "StatefulModel",
     "TopologicalDerivative",
+    "adjoint_batches",
     "dense_hamiltonian_blocks",
     "dense_quadratic_form",
+    "device_and_dtype",
     "leading_block_eigenpairs",
     "leading_operator_eigenpairs",
     "matrix_free_topological_derivative",
