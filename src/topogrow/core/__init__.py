@@ -1,7 +1,8 @@
 """The functional core: the paper's mathematics as pure functions on tensors.
 
 Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or :mod:`topogrow.app`.
-A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`.
+A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`; both topological
+derivative results satisfy :class:`~topogrow.core.result.TopologicalDerivativeResult`.
 """
 
 from topogrow.core.adjoint import AdjointBatch, StatefulModel, adjoint_batches, device_and_dtype, states_and_adjoints
@@ -21,6 +22,7 @@ from topogrow.core.matrix_free import (
     leading_operator_eigenpairs,
     matrix_free_topological_derivative,
 )
+from topogrow.core.result import TopologicalDerivativeResult
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "LeadingEigenpairs",
     "StatefulModel",
     "TopologicalDerivative",
+    "TopologicalDerivativeResult",
     "adjoint_batches",
     "dense_hamiltonian_blocks",
     "dense_quadratic_form",

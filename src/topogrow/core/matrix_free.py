@@ -344,8 +344,9 @@ class FirstOrder:
 class MatrixFreeTopologicalDerivative:
     """Leading eigenpairs of ``Q_l`` (and first-order terms) at every location.
 
-    The interface matches :class:`~topogrow.core.topological_derivative.TopologicalDerivative`,
-    with a block's flat parameter vector where the closed form has rows ``[W | b]``.
+    Satisfies :class:`~topogrow.core.result.TopologicalDerivativeResult`, like
+    :class:`~topogrow.core.topological_derivative.TopologicalDerivative`, with a block's flat
+    parameter vector where the closed form has rows ``[W | b]``.
 
     Attributes:
         block_eigenvalues: ``block_eigenvalues[l]`` is ``(k_l,)``, the top eigenvalues of
@@ -371,6 +372,7 @@ class MatrixFreeTopologicalDerivative:
 
     @property
     def n_locations(self) -> int:
+        """L, the number of insertion locations (examined or not)."""
         return len(self.block_eigenvalues)
 
     @property

@@ -53,7 +53,8 @@ STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Pytho
 class TopologicalDerivative:
     """Leading eigenpairs of the Hamiltonian-Hessian blocks at every location.
 
-    Locations may differ in width (e.g. CNN stages), so per-location tensors are
+    Satisfies :class:`~topogrow.core.result.TopologicalDerivativeResult`; always second
+    order (slope and linear form 0). Locations may differ in width (e.g. CNN stages), so per-location tensors are
     kept in tuples indexed by location l:
 
     Attributes:
@@ -88,7 +89,12 @@ class TopologicalDerivative:
 
     @property
     def n_locations(self) -> int:
+        """L, the number of insertion locations."""
         return len(self.block_eigenvalues)
+
+    def improvable(self, tolerance: float = 0.0) -> bool:
+        """Whether some insertion lowers the loss: some mu_l > ``tolerance``."""
+        return float(self.eigenvalues.max()) > tolerance
 
     def _check_location(self, location: int) -> None:
         if not 0 <= location < self.n_locations:
@@ -128,6 +134,20 @@ class TopologicalDerivative:
         rows = self.rows(location, epsilon, k, rel_threshold)
         return rows[:, :-1].clone(), rows[:, -1].clone()
 
+    def direction(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> torch.Tensor:
+        """``(n, m)`` rows ``[W | b]`` of the new layer at epsilon = 1: ``rows(location, 1.0, k, rel_threshold)``."""
+        return self.rows(location, 1.0, k, rel_threshold)
+
+    def slope(self, location: int) -> float:
+        """The first-order rate of decrease: 0 (the closed form is second order)."""
+        self._check_location(location)
+        return 0.0
+
+    def curvature(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> float:
+        """``phi^T Q_l phi = sum of the chosen mu`` for ``phi = direction(location, k, rel_threshold)``."""
+        chosen = self.neurons(location, k, rel_threshold)
+        return float(self.block_eigenvalues[location][chosen].sum())
+
     def quadratic_form(self, location: int, rows: torch.Tensor) -> float:
         """``phi^T Q_l phi`` for a layer with parameters ``rows`` ``(n, m)`` (needs ``keep_blocks``)."""
         self._check_location(location)
@@ -135,6 +155,11 @@ class TopologicalDerivative:
             raise ValueError("quadratic_form needs the blocks: call topological_derivative(..., keep_blocks=True)")
         blocks = self.blocks[location]
         return float(quadratic_form(blocks, rows.to(blocks.dtype)))
+
+    def linear_form(self, location: int, direction: torch.Tensor) -> float:
+        """``G_l . phi``: 0 for every direction (the closed form is second order)."""
+        self._check_location(location)
+        return 0.0
 
     def predicted_change(
         self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
