@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench transfer paper lint clean
+.PHONY: setup test test-fast demo bench transfer paper lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Skips the tests marked slow (subprocesses, torchrun, runs killed and resumed, over ~5 s).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # About 3 minutes on 2 cores: every strategy on California housing, 3 seeds.
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""Small data and configurations shared by the growth tests."""
+"""Small data, configurations and CLI arguments shared by the tests (importable from every folder)."""
 
 import torch
 
@@ -28,3 +28,22 @@ def short_growth_config(**changes) -> GrowthConfig:
     )
     base.update(changes)
     return GrowthConfig(**base)
+
+
+# A CLI run on the synthetic task that writes a few checkpoints (depth 4, 3 epochs per stage);
+# append "--out" and more options.
+CLI_RUN = [
+    "run",
+    "synthetic",
+    "--threads",
+    "1",
+    "--width",
+    "8",
+    "--epochs-per-stage",
+    "3",
+    "--final-epochs",
+    "3",
+    "--max-depth",
+    "4",
+    "--quiet",
+]

@@ -574,7 +574,7 @@ def bench_matrix_free(cfg: BenchConfig) -> list[dict[str, Any]]:
         kind = model.insertion_kind(location)
         blocks = hamiltonian_blocks(kind.patches(state), kind.adjoint_rows(adjoint), model.activation_curvature)
         exact = float(leading_block_eigenpairs(blocks).values.max())
-        activation = model._activation
+        activation = model.new_activation()
         features = state.shape[1]
         block = DenseBlock(features, activation) if kind_name == "dense" else ConvBlock(features, activation)
         row = {"layer": kind_name, "model": label, "samples": samples, "closed_form": exact}

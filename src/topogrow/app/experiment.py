@@ -18,10 +18,8 @@ from topogrow.app.tasks import Task, make_task
 from topogrow.growth import Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
-from topogrow.nn import ResidualMLP
+from topogrow.nn import MODELS, ResidualMLP
 from topogrow.nn.vit import ViT
-
-MODELS = ("mlp", "cnn", "vit")
 
 
 @dataclass(frozen=True)
@@ -62,13 +60,16 @@ def build_model(
     rebuilds that exact architecture instead, e.g. for the ``scratch`` baseline.
     """
     if spec is not None:
-        from topogrow.nn.cnn import ResidualCNN
-
-        return {"mlp": ResidualMLP, "cnn": ResidualCNN, "vit": ViT}[config.family](**spec)
+        return MODELS[config.family](**spec)
     depth = config.initial_depth if depth is None else depth
     shape = input_shape(task)
     if config.family == "mlp":
         return ResidualMLP(math.prod(shape), config.width, depth, task.out_features, config.activation)
+    if config.family not in ("cnn", "vit"):
+        raise ValueError(
+            f"build_model makes a fresh 'mlp', 'cnn' or 'vit' from a ModelConfig; model {config.family!r} "
+            "is built from its spec (pass spec=...)"
+        )
     if len(shape) != 3 or shape[1] != shape[2]:
         raise ValueError(f"model '{config.family}' needs square images (C, H, H), task {task.name} has inputs {shape}")
     if config.family == "cnn":

@@ -1,10 +1,11 @@
 """The functional core: the paper's mathematics as pure functions on tensors.
 
 Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or :mod:`topogrow.app`.
-A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`.
+A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`; both topological
+derivative results satisfy :class:`~topogrow.core.result.TopologicalDerivativeResult`.
 """
 
-from topogrow.core.adjoint import StatefulModel, states_and_adjoints
+from topogrow.core.adjoint import AdjointBatch, StatefulModel, adjoint_batches, device_and_dtype, states_and_adjoints
 from topogrow.core.eigen import LeadingEigenpairs, leading_block_eigenpairs
 from topogrow.core.hamiltonian import (
     dense_hamiltonian_blocks,
@@ -21,9 +22,11 @@ from topogrow.core.matrix_free import (
     leading_operator_eigenpairs,
     matrix_free_topological_derivative,
 )
+from topogrow.core.result import TopologicalDerivativeResult
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
+    "AdjointBatch",
     "Conv2d",
     "Dense",
     "FirstOrder",
@@ -36,8 +39,11 @@ __all__ = [
     "LeadingEigenpairs",
     "StatefulModel",
     "TopologicalDerivative",
+    "TopologicalDerivativeResult",
+    "adjoint_batches",
     "dense_hamiltonian_blocks",
     "dense_quadratic_form",
+    "device_and_dtype",
     "leading_block_eigenpairs",
     "leading_operator_eigenpairs",
     "matrix_free_topological_derivative",

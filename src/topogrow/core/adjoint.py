@@ -10,10 +10,13 @@ respect to the (non-leaf) state tensors gives exactly this total derivative.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 
+from topogrow.core.batches import Data, iter_batches
 from topogrow.core.layer_kinds import LayerKind
 from topogrow.core.losses import Loss
 
@@ -67,3 +70,86 @@ def states_and_adjoints(
         grads = torch.autograd.grad(value, states)
     adjoints = [-scale * g for g in grads]
     return value.item(), [s.detach() for s in states], adjoints
+
+
+@dataclass(frozen=True)
+class AdjointBatch:
+    """One mini-batch of a streamed pass (:func:`adjoint_batches`).
+
+    Attributes:
+        x: ``(B, ...)`` inputs, on the model's device and in its dtype.
+        y: ``(B, ...)`` targets, on the model's device; in the model's dtype if floating,
+            else their own (integer) dtype.
+        size: B, the number of samples in the batch.
+        loss: the batch-mean loss as a float.
+        states: ``T + 1`` detached states ``x_l``, one per location, each ``(B, n_l)``
+            (or ``(B, C, H, W)``, ``(B, T, d)``).
+        adjoints: ``T + 1`` adjoints, shaped like the states: ``-B dloss/dx_l`` (the
+            adjoints of the batch *sum*) when streamed with ``scale_by_batch=True``, else
+            ``-dloss/dx_l`` (of the batch mean).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    size: int
+    loss: float
+    states: list[torch.Tensor]
+    adjoints: list[torch.Tensor]
+
+
+def device_and_dtype(model: StatefulModel) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of the model's first parameter (the CPU and the default dtype
+    for a model without parameters): where and in what :func:`adjoint_batches` puts the data."""
+    parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    if parameter is None:
+        return torch.device("cpu"), torch.get_default_dtype()
+    return parameter.device, parameter.dtype
+
+
+def adjoint_batches(
+    model: StatefulModel,
+    data: Data,
+    loss: Loss,
+    batch_size: int = 1024,
+    *,
+    scale_by_batch: bool = True,
+) -> Iterator[AdjointBatch]:
+    """Stream states and adjoints over ``data``: one forward and one backward pass per mini-batch.
+
+    Each mini-batch ``(x, y)`` (of a DataLoader, or sliced from an ``(X, y)`` pair, see
+    :func:`~topogrow.core.batches.iter_batches`) is moved to the model's device and dtype
+    (:func:`device_and_dtype`; an integer ``y`` keeps its dtype), passed through
+    :func:`states_and_adjoints`, and yielded as an :class:`AdjointBatch`. Nothing is kept
+    between batches, so memory does not grow with the number of samples.
+
+    The model is in eval mode during the pass; its training flag is restored when the
+    generator finishes, raises, or is closed (at once in CPython when a ``for`` loop over it
+    stops early; call ``close()`` when holding on to the generator).
+
+    Args:
+        model: a :class:`StatefulModel`.
+        data: a DataLoader of ``(x, y)`` batches, or an ``(X, y)`` pair of tensors (empty data raises).
+        loss: batch-mean loss ``loss(y_hat, y)`` (see :func:`~topogrow.core.losses.resolve_loss`).
+        batch_size: mini-batch size when ``data`` is a pair.
+        scale_by_batch: adjoints of the batch sum, ``-B dloss/dx_l`` (summing them over the
+            batches and dividing by S gives the adjoints of the full-data mean loss J), else
+            of the batch mean, ``-dloss/dx_l``.
+
+    Yields:
+        :class:`AdjointBatch` ``(x, y, size, loss, states, adjoints)``, states and adjoints
+        ``T + 1`` tensors of shape ``(B, ...)``.
+    """
+    device, dtype = device_and_dtype(model)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        for x, y in iter_batches(data, batch_size):
+            x = x.to(device=device, dtype=dtype)
+            y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
+            size = x.shape[0]
+            value, states, adjoints = states_and_adjoints(model, x, y, loss, scale=size if scale_by_batch else 1.0)
+            yield AdjointBatch(x=x, y=y, size=size, loss=value, states=states, adjoints=adjoints)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()

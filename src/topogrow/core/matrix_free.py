@@ -41,8 +41,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from topogrow._validation import unknown_name_error
-from topogrow.core.adjoint import StatefulModel, states_and_adjoints
-from topogrow.core.batches import Data, iter_batches
+from topogrow.core.adjoint import StatefulModel, adjoint_batches
+from topogrow.core.batches import Data
 from topogrow.core.eigen import select_leading
 from topogrow.core.losses import Loss, resolve_loss
 
@@ -344,8 +344,9 @@ class FirstOrder:
 class MatrixFreeTopologicalDerivative:
     """Leading eigenpairs of ``Q_l`` (and first-order terms) at every location.
 
-    The interface matches :class:`~topogrow.core.topological_derivative.TopologicalDerivative`,
-    with a block's flat parameter vector where the closed form has rows ``[W | b]``.
+    Satisfies :class:`~topogrow.core.result.TopologicalDerivativeResult`, like
+    :class:`~topogrow.core.topological_derivative.TopologicalDerivative`, with a block's flat
+    parameter vector where the closed form has rows ``[W | b]``.
 
     Attributes:
         block_eigenvalues: ``block_eigenvalues[l]`` is ``(k_l,)``, the top eigenvalues of
@@ -371,6 +372,7 @@ class MatrixFreeTopologicalDerivative:
 
     @property
     def n_locations(self) -> int:
+        """L, the number of insertion locations (examined or not)."""
         return len(self.block_eigenvalues)
 
     @property
@@ -561,32 +563,18 @@ def matrix_free_topological_derivative(
     if not first_order_tol >= 0:
         raise ValueError(f"first_order_tol must be >= 0, got {first_order_tol!r}")
     loss_fn = resolve_loss(loss)
-    parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    model_dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
-
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        cache: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None
-        n_locations, total, loss_sum = 0, 0, 0.0
-        for x, y in iter_batches(data, batch_size):
-            x = x.to(device=device, dtype=model_dtype)
-            y = y.to(device=device, dtype=model_dtype if y.is_floating_point() else y.dtype)
-            value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
-            if cache is None:
-                n_locations = len(states)
-                examined = _check_locations(locations, n_locations)
-                cache = {l: ([], []) for l in examined}
-            for l, (xs, ps) in cache.items():
-                xs.append(states[l].to(dtype))
-                ps.append(adjoints[l].to(dtype))
-            total += x.shape[0]
-            loss_sum += value * x.shape[0]
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    cache: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None
+    n_locations, total, loss_sum = 0, 0, 0.0
+    for batch in adjoint_batches(model, data, loss_fn, batch_size):
+        if cache is None:
+            n_locations = len(batch.states)
+            examined = _check_locations(locations, n_locations)
+            cache = {l: ([], []) for l in examined}
+        for l, (xs, ps) in cache.items():
+            xs.append(batch.states[l].to(dtype))
+            ps.append(batch.adjoints[l].to(dtype))
+        total += batch.size
+        loss_sum += batch.loss * batch.size
     assert cache is not None  # iter_batches raises on empty data
 
     values: list[torch.Tensor] = [torch.zeros(0, dtype=torch.float64)] * n_locations

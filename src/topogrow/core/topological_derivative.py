@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from topogrow._validation import unknown_name_error
-from topogrow.core.adjoint import StatefulModel, states_and_adjoints
-from topogrow.core.batches import Data, iter_batches
+from topogrow.core.adjoint import StatefulModel, adjoint_batches, device_and_dtype
+from topogrow.core.batches import Data
 from topogrow.core.eigen import (
     LeadingEigenpairs,
     iterative_block_eigenpairs,
@@ -53,7 +53,8 @@ STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Pytho
 class TopologicalDerivative:
     """Leading eigenpairs of the Hamiltonian-Hessian blocks at every location.
 
-    Locations may differ in width (e.g. CNN stages), so per-location tensors are
+    Satisfies :class:`~topogrow.core.result.TopologicalDerivativeResult`; always second
+    order (slope and linear form 0). Locations may differ in width (e.g. CNN stages), so per-location tensors are
     kept in tuples indexed by location l:
 
     Attributes:
@@ -88,7 +89,12 @@ class TopologicalDerivative:
 
     @property
     def n_locations(self) -> int:
+        """L, the number of insertion locations."""
         return len(self.block_eigenvalues)
+
+    def improvable(self, tolerance: float = 0.0) -> bool:
+        """Whether some insertion lowers the loss: some mu_l > ``tolerance``."""
+        return float(self.eigenvalues.max()) > tolerance
 
     def _check_location(self, location: int) -> None:
         if not 0 <= location < self.n_locations:
@@ -128,6 +134,20 @@ class TopologicalDerivative:
         rows = self.rows(location, epsilon, k, rel_threshold)
         return rows[:, :-1].clone(), rows[:, -1].clone()
 
+    def direction(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> torch.Tensor:
+        """``(n, m)`` rows ``[W | b]`` of the new layer at epsilon = 1: ``rows(location, 1.0, k, rel_threshold)``."""
+        return self.rows(location, 1.0, k, rel_threshold)
+
+    def slope(self, location: int) -> float:
+        """The first-order rate of decrease: 0 (the closed form is second order)."""
+        self._check_location(location)
+        return 0.0
+
+    def curvature(self, location: int, k: int | None = 1, rel_threshold: float | None = None) -> float:
+        """``phi^T Q_l phi = sum of the chosen mu`` for ``phi = direction(location, k, rel_threshold)``."""
+        chosen = self.neurons(location, k, rel_threshold)
+        return float(self.block_eigenvalues[location][chosen].sum())
+
     def quadratic_form(self, location: int, rows: torch.Tensor) -> float:
         """``phi^T Q_l phi`` for a layer with parameters ``rows`` ``(n, m)`` (needs ``keep_blocks``)."""
         self._check_location(location)
@@ -135,6 +155,11 @@ class TopologicalDerivative:
             raise ValueError("quadratic_form needs the blocks: call topological_derivative(..., keep_blocks=True)")
         blocks = self.blocks[location]
         return float(quadratic_form(blocks, rows.to(blocks.dtype)))
+
+    def linear_form(self, location: int, direction: torch.Tensor) -> float:
+        """``G_l . phi``: 0 for every direction (the closed form is second order)."""
+        self._check_location(location)
+        return 0.0
 
     def predicted_change(
         self, location: int, epsilon: float, k: int | None = 1, rel_threshold: float | None = None
@@ -193,55 +218,44 @@ def topological_derivative(
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     loss_fn = resolve_loss(loss)
-    parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
+    device, _ = device_and_dtype(model)
     curvature = float(model.activation_curvature)
     expected_samples = _sample_count(data)
 
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        blocks: list[torch.Tensor | None] = []
-        caches: list[_Cache | None] = []
-        total, loss_sum = 0, 0.0
-        for x, y in iter_batches(data, batch_size):
-            x = x.to(device=device, dtype=dtype)
-            y = y.to(device=device, dtype=dtype if y.is_floating_point() else y.dtype)
-            value, states, adjoints = states_and_adjoints(model, x, y, loss_fn, scale=x.shape[0])
-            if not caches:  # first batch: choose each location's solver from its shapes
-                samples = expected_samples or x.shape[0]
-                if reduce is not None and solver == "auto":  # the same choice in every process
-                    samples = int(reduce(torch.tensor(float(samples), dtype=torch.float64, device=device)).item())
-                for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
-                    kind = model.insertion_kind(location)
-                    n, m, positions = _block_shape(kind, state, adjoint)
-                    chosen = solver
-                    if solver == "auto":
-                        chosen = choose_solver(n, m, positions, samples, keep_blocks=keep_blocks)
-                    caches.append(_Cache(kind, n, m, positions) if chosen == "iterative" else None)
-                    blocks.append(None)
+    blocks: list[torch.Tensor | None] = []
+    caches: list[_Cache | None] = []
+    total, loss_sum = 0, 0.0
+    for batch in adjoint_batches(model, data, loss_fn, batch_size):
+        states, adjoints = batch.states, batch.adjoints
+        if not caches:  # first batch: choose each location's solver from its shapes
+            samples = expected_samples or batch.size
+            if reduce is not None and solver == "auto":  # the same choice in every process
+                samples = int(reduce(torch.tensor(float(samples), dtype=torch.float64, device=device)).item())
             for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
-                cache = caches[location]
-                if cache is not None:
-                    cache.add(state, adjoint)
-                    continue
                 kind = model.insertion_kind(location)
-                # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
-                step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
-                block = sum(
-                    hamiltonian_blocks(
-                        kind.patches(state[i : i + step]), kind.adjoint_rows(adjoint[i : i + step]), curvature
-                    ).double()
-                    for i in range(0, state.shape[0], step)
-                )
-                blocks[location] = block if blocks[location] is None else blocks[location] + block
-            total += x.shape[0]
-            loss_sum += value * x.shape[0]
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+                n, m, positions = _block_shape(kind, state, adjoint)
+                chosen = solver
+                if solver == "auto":
+                    chosen = choose_solver(n, m, positions, samples, keep_blocks=keep_blocks)
+                caches.append(_Cache(kind, n, m, positions) if chosen == "iterative" else None)
+                blocks.append(None)
+        for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
+            cache = caches[location]
+            if cache is not None:
+                cache.add(state, adjoint)
+                continue
+            kind = model.insertion_kind(location)
+            # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
+            step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
+            block = sum(
+                hamiltonian_blocks(
+                    kind.patches(state[i : i + step]), kind.adjoint_rows(adjoint[i : i + step]), curvature
+                ).double()
+                for i in range(0, state.shape[0], step)
+            )
+            blocks[location] = block if blocks[location] is None else blocks[location] + block
+        total += batch.size
+        loss_sum += batch.loss * batch.size
     assert caches  # iter_batches raises on empty data
     if reduce is not None:
         counts = reduce(torch.tensor([float(total), loss_sum], dtype=torch.float64, device=device))

@@ -36,6 +36,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from torch import nn
 
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
+from topogrow.nn.growable import MODELS
 
 __all__ = [
     "Checkpoint",
@@ -72,15 +74,26 @@ class CheckpointError(ValueError):
 
 
 def _model_classes() -> dict[str, type[nn.Module]]:
-    from topogrow.nn.cnn import ResidualCNN
-    from topogrow.nn.mlp import ResidualMLP
-    from topogrow.nn.vit import ViT
-
-    return {"ResidualMLP": ResidualMLP, "ResidualCNN": ResidualCNN, "ViT": ViT}
+    """The classes registered in :data:`topogrow.nn.MODELS`, by class name (what ``model.json`` stores)."""
+    return {cls.__name__: cls for cls in MODELS.values()}
 
 
-#: Model classes a checkpoint can rebuild from ``{"class": name, "spec": model.spec()}``.
-MODEL_CLASSES: dict[str, type[nn.Module]] = _model_classes()
+class _ModelClasses(Mapping[str, type[nn.Module]]):
+    """A live view of :func:`_model_classes`: a model registered later is saved and loaded too."""
+
+    def __getitem__(self, name: str) -> type[nn.Module]:
+        return _model_classes()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_model_classes())
+
+    def __len__(self) -> int:
+        return len(_model_classes())
+
+
+#: Model classes a checkpoint can rebuild from ``{"class": name, "spec": model.spec()}``:
+#: every model in :data:`topogrow.nn.MODELS`, by class name.
+MODEL_CLASSES: Mapping[str, type[nn.Module]] = _ModelClasses()
 
 
 # ------------------------------------------------------------------ files
@@ -273,8 +286,9 @@ def save(model: nn.Module, path: str | Path) -> Path:
     """Save a (grown) model for inference: ``path/model.json`` (architecture) and
     ``path/model.safetensors`` (weights), each written atomically. Returns ``path``.
 
-    Read it back with :func:`load`. The model must be a ``ResidualMLP``,
-    ``ResidualCNN`` or ``ViT`` whose layers its ``spec()`` describes.
+    Read it back with :func:`load`. The model must be of a class registered in
+    :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
+    with ``register_model``) whose layers its ``spec()`` describes.
     """
     path = Path(path)
     files = _model_files(model, check_rebuildable(model))

@@ -1,23 +1,34 @@
-"""Modules that can grow: activations with sigma(0) = sigma'(0) = 0, residual layers, models."""
+"""Modules that can grow: activations with sigma(0) = sigma'(0) = 0, residual layers, models.
+
+Every model is a :class:`GrowableModel` registered in :data:`MODELS` (``"mlp"``, ``"cnn"``,
+``"vit"``); register your own with :func:`register_model`.
+"""
 
 from topogrow.nn.activations import ACTIVATIONS, SiLUTanh, ZTanh, activation_curvature, resolve_activation
 from topogrow.nn.blocks import BLOCKS, ResidualBlock, make_block, register_block
 from topogrow.nn.cnn import ResidualCNN
+from topogrow.nn.growable import CONTRACT, MODELS, GrowableModel, register_model
 from topogrow.nn.layers import ResidualConv, ResidualDense
 from topogrow.nn.mlp import ResidualMLP
+from topogrow.nn.vit import ViT
 
 __all__ = [
     "ACTIVATIONS",
     "BLOCKS",
+    "CONTRACT",
+    "MODELS",
+    "GrowableModel",
     "ResidualBlock",
     "ResidualCNN",
     "ResidualConv",
     "ResidualDense",
     "ResidualMLP",
     "SiLUTanh",
+    "ViT",
     "ZTanh",
     "activation_curvature",
     "make_block",
     "register_block",
+    "register_model",
     "resolve_activation",
 ]

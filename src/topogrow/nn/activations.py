@@ -12,9 +12,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from topogrow._validation import unknown_name_error
+from topogrow._registry import Registry
+
+#: Activations for inserted layers by name: classes whose instances are the activation.
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 
 
+@ACTIVATIONS.register("silu-tanh")
 class SiLUTanh(nn.Module):
     """``sigma(z) = 2 SiLU(z) - tanh(z)``: sigma''(0) = 1, smooth, ReLU-like for large z."""
 
@@ -22,14 +26,12 @@ class SiLUTanh(nn.Module):
         return 2 * nn.functional.silu(z) - torch.tanh(z)
 
 
+@ACTIVATIONS.register("z-tanh")
 class ZTanh(nn.Module):
     """``sigma(z) = z tanh(z)``: sigma''(0) = 2, even, grows like |z|."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z * torch.tanh(z)
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"silu-tanh": SiLUTanh, "z-tanh": ZTanh}
 
 
 def activation_curvature(activation: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-8) -> float:
@@ -71,8 +73,6 @@ def resolve_activation(activation: str | nn.Module | None) -> nn.Module:
     if activation is None:
         return SiLUTanh()
     if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
-            raise unknown_name_error("activation", activation, ACTIVATIONS)
         return ACTIVATIONS[activation]()
     if isinstance(activation, nn.Module):
         return activation

@@ -31,15 +31,15 @@ Register your own with :func:`register_block`::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from topogrow._registry import Registry
 from topogrow._validation import unknown_name_error
-from topogrow.nn.activations import resolve_activation
+from topogrow.nn.activations import ACTIVATIONS, resolve_activation
 
 BlockFactory = Callable[[nn.Module, int], nn.Module]
 
@@ -225,31 +225,56 @@ def _features(model: nn.Module, location: int) -> int:
     )
 
 
-def _activation(model: nn.Module) -> nn.Module:
-    """A copy of the model's activation for inserted layers (the default if it has none)."""
-    activation = getattr(model, "_activation", None)
-    if isinstance(activation, nn.Module):
-        return copy.deepcopy(activation)
+def _fresh_activation(model: nn.Module) -> nn.Module:
+    """A fresh activation for a block of ``model``: ``model.new_activation()`` (a growable model's),
+    else the one its ``activation_name`` names, else the default."""
+    new_activation = getattr(model, "new_activation", None)
+    if callable(new_activation):
+        return new_activation()
     name = getattr(model, "activation_name", None)
-    return resolve_activation(name if name in (None, "silu-tanh", "z-tanh") else None)
-
-
-BLOCKS: dict[str, BlockFactory] = {
-    "dense": lambda model, location: DenseBlock(_features(model, location), _activation(model)),
-    "conv": lambda model, location: ConvBlock(
-        _features(model, location), _activation(model), getattr(model, "kernel_size", 3)
-    ),
-    "gelu-mlp": lambda model, location: GeluMLP(_features(model, location), _features(model, location)),
-    "encoder": lambda model, location: _encoder_branch(model),
-    "sensli-mlp": lambda model, location: SensliMLP(_features(model, location)),
-    "sensli-conv": lambda model, location: SensliConv(_features(model, location), getattr(model, "kernel_size", 3)),
-}
+    return resolve_activation(name if name in ACTIVATIONS else None)
 
 
 def _encoder_branch(model: nn.Module) -> nn.Module:
     if not hasattr(model, "encoder_branch"):
         raise TypeError(f"block 'encoder' needs a ViT, got {type(model).__name__}")
     return model.encoder_branch()
+
+
+#: Blocks by name: ``factory(model, location) -> nn.Module`` (the block ``g``, not ``x + g(x)``).
+BLOCKS: Registry[BlockFactory] = Registry("block")
+BLOCKS.register(
+    "dense",
+    lambda model, location: DenseBlock(_features(model, location), _fresh_activation(model)),
+    help="sigma(W x + b) with the model's activation (the closed-form layer, matrix-free)",
+)
+BLOCKS.register(
+    "conv",
+    lambda model, location: ConvBlock(
+        _features(model, location), _fresh_activation(model), getattr(model, "kernel_size", 3)
+    ),
+    help="sigma(K * x + b), a 'same' convolution with the model's activation",
+)
+BLOCKS.register(
+    "gelu-mlp",
+    lambda model, location: GeluMLP(_features(model, location), _features(model, location)),
+    help="W2 GELU(W1 x + b1), second order at zero",
+)
+BLOCKS.register(
+    "encoder",
+    lambda model, location: _encoder_branch(model),
+    help="a ViT encoder block (attention + MLP) without norm affine parameters or output biases",
+)
+BLOCKS.register(
+    "sensli-mlp",
+    lambda model, location: SensliMLP(_features(model, location)),
+    help="W2 tanh(W1 x + b1), the block of the sensli strategy",
+)
+BLOCKS.register(
+    "sensli-conv",
+    lambda model, location: SensliConv(_features(model, location), getattr(model, "kernel_size", 3)),
+    help="W2 tanh(K1 * x + b1), the convolutional block of the sensli strategy",
+)
 
 
 def register_block(name: str, factory: BlockFactory | None = None, *, overwrite: bool = False):
@@ -271,10 +296,7 @@ def register_block(name: str, factory: BlockFactory | None = None, *, overwrite:
     def register(fn: BlockFactory) -> BlockFactory:
         if not callable(fn):
             raise TypeError(f"expected a callable factory(model, location), got {type(fn).__name__}")
-        if name in BLOCKS and not overwrite:
-            raise ValueError(f"a block named {name!r} is already registered; pass overwrite=True to replace it")
-        BLOCKS[name] = fn
-        return fn
+        return BLOCKS.register(name, fn, overwrite=overwrite)
 
     return register if factory is None else register(factory)
 
@@ -285,15 +307,14 @@ def make_block(name: str, model: nn.Module, location: int, generator: torch.Gene
     With a ``generator`` the initialisation is drawn from a global RNG seeded from
     it (then restored), so it is reproducible and leaves the global RNG untouched.
     """
-    if name not in BLOCKS:
-        raise unknown_name_error("block", name, BLOCKS)
+    factory = BLOCKS[name]
     if generator is None:
-        block = BLOCKS[name](model, location)
+        block = factory(model, location)
     else:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            block = BLOCKS[name](model, location)
+            block = factory(model, location)
     if not isinstance(block, nn.Module):
         raise TypeError(f"block {name!r}: expected its factory to return an nn.Module, got {type(block).__name__}")
     return block
@@ -307,6 +328,4 @@ def block_name(layer: nn.Module) -> str | None:
 def rebuild_block(name: str, model: nn.Module, location: int) -> ResidualBlock:
     """A fresh ``ResidualBlock`` of the registered block ``name`` for ``location`` of ``model``
     (its default initialisation): what a model's constructor puts where its spec names a block."""
-    if not isinstance(name, str) or name not in BLOCKS:
-        raise unknown_name_error("block", name, BLOCKS)
     return ResidualBlock(make_block(name, model, location), name=name)

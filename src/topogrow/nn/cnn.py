@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from topogrow._validation import check_int
 from topogrow.core.layer_kinds import Conv2d
-from topogrow.nn.activations import prepare_activation
 from topogrow.nn.blocks import block_name, rebuild_block
+from topogrow.nn.growable import GrowableModel, register_model
 from topogrow.nn.layers import ResidualConv
-from topogrow.nn.mlp import _block_names, _positive_int
+from topogrow.nn.mlp import _block_names
+
+#: The spatial size of the probe that checks an inserted module's shape when the model
+#: has no fixed ``image_size`` ("same" convolutions accept any size).
+PROBE_SIZE = 8
 
 
 def _int_sequence(name: str, value: Any, minimum: int) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {value!r}")
-    return tuple(_positive_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
 
 
 def _image_size(value: Any) -> tuple[int, int] | None:
@@ -29,10 +33,11 @@ def _image_size(value: Any) -> tuple[int, int] | None:
         value = (value, value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"image_size must be None, an integer or a pair (H, W) of integers >= 1, got {value!r}")
-    return _positive_int("image_size[0]", value[0]), _positive_int("image_size[1]", value[1])
+    return check_int("image_size[0]", value[0], minimum=1), check_int("image_size[1]", value[1], minimum=1)
 
 
-class ResidualCNN(nn.Module):
+@register_model("cnn")
+class ResidualCNN(GrowableModel):
     """A residual CNN viewed as a discrete dynamical system (METHOD.md section 1).
 
     ``x_0 = tanh(conv(a))`` lifts the image to ``channels[0]``; stage i holds
@@ -71,24 +76,24 @@ class ResidualCNN(nn.Module):
         blocks: Sequence[Sequence[str | None]] | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.channels = _int_sequence("channels", channels, 1)
         depths = _int_sequence("depths", depths, 0)
         if len(depths) != len(self.channels):
             raise ValueError(
                 f"depths must give one depth per stage ({len(self.channels)} stages in channels), got {list(depths)}"
             )
-        self.out_features = _positive_int("out_features", out_features)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
         self.image_size = _image_size(image_size)
-        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
+        self._init_activation(activation)
 
         k = self.kernel_size
         self.stem = nn.Sequential(nn.Conv2d(in_channels, self.channels[0], k, padding=k // 2), nn.Tanh())
         self.stages = nn.ModuleList(
-            nn.ModuleList(self._new_layer(c) for _ in range(d)) for c, d in zip(self.channels, depths, strict=True)
+            nn.ModuleList(self._conv_layer(c) for _ in range(d)) for c, d in zip(self.channels, depths, strict=True)
         )
         self.downsamples = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.Tanh())
@@ -105,8 +110,8 @@ class ResidualCNN(nn.Module):
                         self.stages[stage][position] = rebuild_block(name, self, start + position)
                 start += depth + 1
 
-    def _new_layer(self, channels: int) -> ResidualConv:
-        return ResidualConv(channels, self.kernel_size, copy.deepcopy(self._activation))
+    def _conv_layer(self, channels: int) -> ResidualConv:
+        return ResidualConv(channels, self.kernel_size, self.new_activation())
 
     # ------------------------------------------------------------ structure
     @property
@@ -131,9 +136,7 @@ class ResidualCNN(nn.Module):
 
     def stage_position(self, location: int) -> tuple[int, int]:
         """``(stage, position)`` of a flat location; position p is the state after p layers of the stage."""
-        n = len(self.locations)
-        if isinstance(location, bool) or not isinstance(location, int) or not 0 <= location < n:
-            raise ValueError(f"location must be an integer in 0..{n - 1}, got {location!r}")
+        location = self._check_location(location)
         for stage, depth in enumerate(self.depths):
             if location <= depth:
                 return stage, location
@@ -183,36 +186,33 @@ class ResidualCNN(nn.Module):
         With zero weight and bias the network's outputs are exactly unchanged.
         Returns the new layer (already on the model's device and dtype).
         """
-        stage, position = self.stage_position(location)
-        c, k = self.channels[stage], self.kernel_size
-        reference = self.head.weight
-        weight = torch.zeros(c, c * k * k) if weight is None else torch.as_tensor(weight)
-        bias = torch.zeros(c) if bias is None else torch.as_tensor(bias)
-        if weight.shape not in ((c, c, k, k), (c, c * k * k)):
-            raise ValueError(
-                f"weight must have shape ({c}, {c}, {k}, {k}) or ({c}, {c * k * k}), got {tuple(weight.shape)}"
-            )
-        if bias.shape != (c,):
-            raise ValueError(f"bias must have shape ({c},), got {tuple(bias.shape)}")
-        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-            raise ValueError("weight and bias of an inserted layer must be finite")
-        layer = self._new_layer(c).to(device=reference.device, dtype=reference.dtype)
-        layer.load_rows(torch.cat([weight.reshape(c, -1), bias[:, None]], dim=1))
-        self.stages[stage].insert(position, layer)
-        return layer
+        return super().insert_layer(location, weight, bias)
 
-    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
-        """Insert any residual module (``x -> x + g(x)``, e.g. a ``ResidualBlock``) at ``location``.
+    def _new_layer(self, location: int) -> ResidualConv:
+        return self._conv_layer(self.channels[self.stage_position(location)[0]])
 
-        It must keep the ``(B, C, H, W)`` shape of that stage; the depth grows by one.
-        """
+    def _weight_shapes(self, location: int) -> tuple[tuple[int, ...], ...]:
+        """``(C, C, k, k)`` or flat ``(C, C k k)``."""
+        c, k = self.channels[self.stage_position(location)[0]], self.kernel_size
+        return (c, c, k, k), (c, c * k * k)
+
+    def _state_shape(self, location: int) -> tuple[int, ...]:
+        """``(C, H, W)`` of the stage; ``H = W =`` :data:`PROBE_SIZE` without an ``image_size``."""
+        stage = self.stage_position(location)[0]
+        if self.image_size is None:
+            return self.channels[stage], PROBE_SIZE, PROBE_SIZE
+        height, width = self.image_size
+        for _ in range(stage):  # each downsampling: a stride-2 3x3 convolution with padding 1
+            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+        return self.channels[stage], height, width
+
+    def _state_shape_text(self, location: int) -> str:
+        c, height, width = self._state_shape(location)
+        return f"(batch, {c}, H, W)" if self.image_size is None else f"(batch, {c}, {height}, {width})"
+
+    def _place(self, location: int, module: nn.Module) -> None:
         stage, position = self.stage_position(location)
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
-        reference = self.head.weight
-        module = module.to(device=reference.device, dtype=reference.dtype)
         self.stages[stage].insert(position, module)
-        return module
 
     def insertion_kind(self, location: int) -> Conv2d:
         """Every location takes a "same" convolution (see :mod:`topogrow.core.layer_kinds`)."""
@@ -243,6 +243,3 @@ class ResidualCNN(nn.Module):
         if any(name is not None for stage in names for name in stage):
             spec["blocks"] = names
         return spec
-
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

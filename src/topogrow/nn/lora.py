@@ -16,14 +16,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from topogrow._validation import check_int
+
 
 class LowRankUpdate(nn.Module):
     """The parametrization ``W -> W + (B A).view_as(W)``; ``A`` is ``down``, ``B`` is ``up``."""
 
     def __init__(self, weight: torch.Tensor, rank: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+        check_int("rank", rank, minimum=1)
         out_features, fan_in = weight.shape[0], weight[0].numel()
         bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default range
         down = torch.rand(rank, fan_in, generator=generator, dtype=weight.dtype) * (2 * bound) - bound

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
+from topogrow._validation import check_int
 from topogrow.core.layer_kinds import Dense
-from topogrow.nn.activations import prepare_activation
 from topogrow.nn.blocks import block_name, rebuild_block
-from topogrow.nn.growable import LayerListModel
+from topogrow.nn.growable import GrowableModel, register_model
 from topogrow.nn.layers import ResidualDense
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _block_names(value: Any, depth: int, name: str = "blocks") -> list[str | None]:
@@ -33,7 +26,8 @@ def _block_names(value: Any, depth: int, name: str = "blocks") -> list[str | Non
     return list(value)
 
 
-class ResidualMLP(LayerListModel):
+@register_model("mlp")
+class ResidualMLP(GrowableModel):
     """A residual MLP viewed as a discrete dynamical system (METHOD.md section 1).
 
     ``x_0 = tanh(A a + c)`` lifts the input to ``width``; ``depth`` residual layers
@@ -64,21 +58,24 @@ class ResidualMLP(LayerListModel):
         blocks: list[str | None] | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.width = _positive_int("width", width)
-        self.out_features = _positive_int("out_features", out_features)
-        _positive_int("depth", depth, minimum=0)
-        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.width = check_int("width", width, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        check_int("depth", depth, minimum=0)
+        self._init_activation(activation)
         self.stem = nn.Sequential(nn.Linear(in_features, width), nn.Tanh())
         names = _block_names(blocks, depth)
-        self.layers = nn.ModuleList(self._new_layer() for _ in range(depth))
+        self.layers = nn.ModuleList(self._new_layer(index) for index in range(depth))
         self.head = nn.Linear(width, out_features)
         for index, name in enumerate(names):
             if name is not None:
                 self.layers[index] = rebuild_block(name, self, index)
 
-    def _new_layer(self) -> ResidualDense:
-        return ResidualDense(self.width, copy.deepcopy(self._activation))
+    def _new_layer(self, location: int) -> ResidualDense:
+        return ResidualDense(self.width, self.new_activation())
+
+    def _state_shape(self, location: int) -> tuple[int, ...]:
+        return (self.width,)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -100,52 +97,6 @@ class ResidualMLP(LayerListModel):
         for layer in self.layers:
             state = layer(state)
         return self.head(state)
-
-    def insert_layer(
-        self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
-    ) -> ResidualDense:
-        """Insert ``x -> x + sigma(W x + b)`` after state ``location``; zeros by default.
-
-        With zero weight and bias the network's outputs are exactly unchanged.
-        Returns the new layer (already on the model's device and dtype).
-        """
-        self._check_location(location)
-        n = self.width
-        reference = self.head.weight
-        weight = torch.zeros(n, n) if weight is None else torch.as_tensor(weight)
-        bias = torch.zeros(n) if bias is None else torch.as_tensor(bias)
-        if weight.shape != (n, n):
-            raise ValueError(f"weight must have shape ({n}, {n}), got {tuple(weight.shape)}")
-        if bias.shape != (n,):
-            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
-        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-            raise ValueError("weight and bias of an inserted layer must be finite")
-        layer = self._new_layer().to(device=reference.device, dtype=reference.dtype)
-        layer.load_rows(torch.cat([weight, bias[:, None]], dim=1))
-        self.layers.insert(location, layer)
-        return layer
-
-    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
-        """Insert a residual module (``x -> x + g(x)``, e.g. a ``ResidualBlock``) after state ``location``.
-
-        The module is moved to the model's device and dtype and must map ``(B, width)``
-        to ``(B, width)``; the depth grows by one. Returns the module. :meth:`spec` records
-        a named :class:`~topogrow.nn.blocks.ResidualBlock` by its name; any other module
-        only as a layer, so ``ResidualMLP(**spec)`` rebuilds it as a dense layer.
-        """
-        self._check_location(location)
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
-        reference = self.head.weight
-        module = module.to(device=reference.device, dtype=reference.dtype)
-        probe = torch.zeros(1, self.width, device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
-            out = module(probe)
-        if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"an inserted module must map (batch, {self.width}) to the same shape, got {shape}")
-        self.layers.insert(location, module)
-        return module
 
     def insertion_kind(self, location: int) -> Dense:
         """Every location takes a dense layer (see :mod:`topogrow.core.layer_kinds`)."""

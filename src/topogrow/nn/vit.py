@@ -7,7 +7,6 @@ right before the final norm and head.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -15,12 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from topogrow._validation import check_int
 from topogrow.core.layer_kinds import Token
-from topogrow.nn.activations import prepare_activation
 from topogrow.nn.blocks import ResidualBlock, block_name, rebuild_block
-from topogrow.nn.growable import LayerListModel
+from topogrow.nn.growable import GrowableModel, register_model
 from topogrow.nn.layers import _RowsMixin
-from topogrow.nn.mlp import _block_names, _positive_int
+from topogrow.nn.mlp import _block_names
 
 
 class ResidualToken(_RowsMixin, nn.Module):
@@ -92,7 +91,8 @@ class EncoderBranch(EncoderBlock):
         return self.branch(x)
 
 
-class ViT(LayerListModel):
+@register_model("vit")
+class ViT(GrowableModel):
     """A vision transformer seen as a discrete dynamical system on token sequences.
 
     Args:
@@ -139,13 +139,13 @@ class ViT(LayerListModel):
             ("out_features", out_features),
             ("mlp_ratio", mlp_ratio),
         ]:
-            _positive_int(name, value)
-        _positive_int("depth", depth, minimum=0)
+            check_int(name, value, minimum=1)
+        check_int("depth", depth, minimum=0)
         if image_size % patch_size:
             raise ValueError(f"patch_size ({patch_size}) must divide image_size ({image_size})")
         self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
         self.dim, self.heads, self.out_features, self.mlp_ratio = dim, heads, out_features, mlp_ratio
-        self.activation_name, self._activation, self.activation_curvature = prepare_activation(activation)
+        self._init_activation(activation)
         n_tokens = (image_size // patch_size) ** 2 + 1
         self.embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -164,7 +164,7 @@ class ViT(LayerListModel):
             if name is not None
             else EncoderBlock(dim, heads, mlp_ratio)
             if kind == "encoder"
-            else ResidualToken(dim, copy.deepcopy(self._activation))
+            else ResidualToken(dim, self.new_activation())
             for kind, name in zip(kinds, names, strict=True)
         )
         self.norm = nn.LayerNorm(dim)
@@ -200,35 +200,34 @@ class ViT(LayerListModel):
     def insert_layer(
         self, location: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> ResidualToken:
-        """Insert a token-wise layer ``x + sigma(W LN(x) + b)`` after state ``location``."""
-        self._check_location(location)
-        d = self.dim
-        weight = torch.zeros(d, d) if weight is None else torch.as_tensor(weight)
-        bias = torch.zeros(d) if bias is None else torch.as_tensor(bias)
-        if weight.shape != (d, d) or bias.shape != (d,):
-            raise ValueError(
-                f"weight and bias must have shapes ({d}, {d}) and ({d},), got "
-                f"{tuple(weight.shape)} and {tuple(bias.shape)}"
-            )
-        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-            raise ValueError("weight and bias of an inserted layer must be finite")
-        reference = self.head.weight
-        layer = ResidualToken(d, copy.deepcopy(self._activation)).to(device=reference.device, dtype=reference.dtype)
-        layer.load_rows(torch.cat([weight, bias[:, None]], dim=1))
-        self.layers.insert(location, layer)
-        self._kinds.insert(location, "token")
-        return layer
+        """Insert a token-wise layer ``x + sigma(W LN(x) + b)`` after state ``location``; zeros by default.
 
-    def insert_block(self, location: int, module: nn.Module) -> nn.Module:
-        """Insert any residual module (``x -> x + g(x)``) after state ``location``."""
-        self._check_location(location)
-        reference = self.head.weight
-        module = module.to(device=reference.device, dtype=reference.dtype)
+        ``weight`` is ``(d, d)``, ``bias`` ``(d,)``; zeros leave the outputs exactly unchanged.
+        """
+        return super().insert_layer(location, weight, bias)
+
+    def _new_layer(self, location: int) -> ResidualToken:
+        return ResidualToken(self.dim, self.new_activation())
+
+    def _state_shape(self, location: int) -> tuple[int, ...]:
+        """``(T, d)``: the patches and the class token, each of width d."""
+        return (self.image_size // self.patch_size) ** 2 + 1, self.dim
+
+    def _place(self, location: int, module: nn.Module) -> None:
+        """Insert into ``layers`` and record the kind for :meth:`spec`: ``"token"`` for a token-wise
+        layer, ``"encoder"`` for a block of an encoder branch, else ``"block"``."""
         self.layers.insert(location, module)
-        self._kinds.insert(
-            location, "encoder" if isinstance(getattr(module, "block", None), EncoderBranch) else "block"
-        )
-        return module
+        if isinstance(module, ResidualToken):
+            kind = "token"
+        elif isinstance(getattr(module, "block", None), EncoderBranch):
+            kind = "encoder"
+        else:
+            kind = "block"
+        self._kinds.insert(location, kind)
+
+    def head_modules(self) -> list[nn.Module]:
+        """The head and the final norm before it: ``[self.head, self.norm]``."""
+        return [self.head, self.norm]
 
     def insertion_kind(self, location: int) -> Token:
         return Token()

@@ -42,6 +42,7 @@ class Recorder(Grower):
         return search
 
 
+@pytest.mark.slow
 def test_both_are_registered_and_documented_in_the_cli():
     assert {"forward-thinking", "sensli"} <= set(STRATEGIES)
     for name in ("forward-thinking", "sensli"):

@@ -1,13 +1,10 @@
-"""The iterative (batched Lanczos) solver against the explicit blocks, and `topogrow bench --quick`."""
-
-import json
+"""The iterative (batched Lanczos) solver against the explicit blocks."""
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from topogrow import ResidualMLP, topological_derivative
-from topogrow.app.cli import main
 from topogrow.core.eigen import iterative_block_eigenpairs, leading_block_eigenpairs, weighted_gram_matvec
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.layer_kinds import Conv2d
@@ -121,25 +118,3 @@ def test_auto_picks_blocks_for_narrow_and_iterative_for_wide_layers():
         topological_derivative(model, (x, y), solver="iterativ")
     with pytest.raises(ValueError, match="tol"):
         topological_derivative(model, (x, y), solver="iterative", tol=-1.0)
-
-
-def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--threads", "1", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "### Performance" in printed and "| measure |" in printed
-    results = json.loads(out.read_text())
-    expected = {"machine", "config", "td_vs_epoch", "block_vs_dense", "memory", "growth_overhead", "matrix_free"}
-    assert expected <= set(results) and set(results["goals"]) >= {"td_vs_epoch", "memory", "growth_overhead"}
-    assert {r["task"] for r in results["td_vs_epoch"]} == {"california", "mnist5k"}
-    assert all(r["ratio"] > 0 for r in results["td_vs_epoch"])
-    assert {"dense", "scaling"} <= set(results["block_vs_dense"])
-    assert {r["solver"] for r in results["memory"]} == {"blocks", "iterative"}
-    assert all(r["td_extra_bytes"] is not None for r in results["memory"])
-    assert results["growth_overhead"]["ratio"] > 0
-    assert all(r["rel_error"] <= 1e-6 for r in results["matrix_free"])
-
-
-def test_bench_rejects_unknown_sections(capsys):
-    assert main(["bench", "--quick", "--sections", "td_vs_epoh"]) == 2
-    assert "td_vs_epoch" in capsys.readouterr().err

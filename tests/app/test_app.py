@@ -14,7 +14,7 @@ from topogrow.app import datasets, make_task
 from topogrow.app.cli import main
 from topogrow.app.datasets import CALIFORNIA_FEATURES, load_california, read_statlib_california
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATLIB_ROWS = """-122.230000,37.880000,41.000000,880.000000,129.000000,322.000000,126.000000,8.325200,452600.000000
 -122.220000,37.860000,21.000000,7099.000000,1106.000000,2401.000000,1138.000000,8.301400,358500.000000
 -122.240000,37.850000,52.000000,1467.000000,190.000000,496.000000,177.000000,7.257400,352100.000000
@@ -156,6 +156,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_pat
     assert not (tmp_path / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_explains_strategies():
     result = subprocess.run(
         [sys.executable, "-m", "topogrow.app.cli", "compare", "--help"], capture_output=True, text=True, check=True

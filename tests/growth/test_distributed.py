@@ -35,7 +35,7 @@ import torch.distributed as dist
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
 from topogrow.growth import distributed, read_checkpoint
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_grow.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_grow.py"
 
 
 # ----------------------------------------------------------------- in-process helpers
@@ -123,6 +123,7 @@ def _records(folder: Path, world: int) -> list[dict]:
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
 
 
+@pytest.mark.slow
 @needs_torchrun
 def test_two_processes_grow_like_one(tmp_path):
     common = ["--samples", "512", "--max-depth", "3", "--epochs-per-stage", "5", "--final-epochs", "3"]
@@ -167,6 +168,7 @@ def test_two_processes_grow_like_one(tmp_path):
     assert not list((tmp_path / "ckpt").glob("*.tmp"))
 
 
+@pytest.mark.slow
 @needs_torchrun
 def test_unequal_batch_counts_fail_on_every_process(tmp_path):
     """257 and 256 samples in batches of 128: 3 and 2 batches; DDP would hang, we raise."""
@@ -177,6 +179,7 @@ def test_unequal_batch_counts_fail_on_every_process(tmp_path):
     assert "rank 0" in output and "rank 1" in output
 
 
+@pytest.mark.slow
 @needs_torchrun
 def test_two_processes_with_a_distributed_sampler_agree(tmp_path):
     """A DataLoader with a DistributedSampler (reshuffled each epoch by the grower): mini-batches of 64."""

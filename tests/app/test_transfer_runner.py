@@ -22,6 +22,7 @@ from topogrow.app.transfer_runner import (
 pytest.importorskip("mlxtend")
 
 
+# About 12 s on 2 cores: the tests that use this fixture are marked slow.
 @pytest.fixture(scope="module")
 def heat(tmp_path_factory):
     return heat_data(0, str(tmp_path_factory.mktemp("heat-cache")))
@@ -33,6 +34,7 @@ def _roughness(x: torch.Tensor) -> float:
     return float((fields[:, 1:] - fields[:, :-1]).pow(2).mean() + (fields[:, :, 1:] - fields[:, :, :-1]).pow(2).mean())
 
 
+@pytest.mark.slow
 def test_heat_data_source_and_target(heat):
     """Fields on 16 x 16 -> 49 sensors; standardised with the source's training statistics; the
     target (l = 0.1) is rougher than the source (l = 0.2); pool and test are disjoint."""
@@ -146,6 +148,7 @@ def test_run_transfer_mnist_end_to_end(tmp_path):
     assert png_path.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_run_transfer_heat_is_reproducible(heat, monkeypatch):
     """A seed reproduces every number (the data is the cached one of the fixture)."""
     import topogrow.app.transfer_runner as runner
@@ -191,6 +194,7 @@ def test_cli_transfer(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"transfer.json", "transfer.md", "transfer.png"}
 
 
+@pytest.mark.slow
 def test_cli_transfer_bad_option_is_one_line():
     run = subprocess.run(
         [sys.executable, "-m", "topogrow.app.cli", "transfer", "mnist", "--strategies", "td,lorra"],

@@ -4,20 +4,24 @@
 - the operator equals -hess_theta J of a zero-inserted block (the METHOD.md identity);
 - a two-matrix GELU block: finite differences of the real loss, and its eigenvalue is
   GELU'(0) times the top singular value of sum_s p_s [x_s; 1]^T;
-- first-order blocks are detected, with the gradient's direction;
-- users register a block and grow with it.
+- first-order blocks are detected, with the gradient's direction.
+
+Growing with a registered block: tests/growth/test_growing_by_block.py.
 """
 
 import copy
+import functools
 
+import mlp_problems
 import pytest
 import torch
+from mlp_problems import EPS, LOSS_FNS, full_loss, make_model
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
+from topogrow import topological_derivative
 from topogrow.core import (
     HamiltonianHessian,
     MatrixFreeTopologicalDerivative,
@@ -27,37 +31,17 @@ from topogrow.core import (
 )
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.layer_kinds import Conv2d
-from topogrow.nn import BLOCKS, ResidualBlock, SiLUTanh, ZTanh, make_block, register_block
+from topogrow.nn import ResidualBlock, SiLUTanh, ZTanh, make_block, register_block
 from topogrow.nn.blocks import ConvBlock, GeluMLP
 
-IN_FEATURES, OUT_FEATURES, N_CLASSES, N_SAMPLES = 3, 2, 3, 48
-EPS = 1e-3
-LOSS_FNS = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
+N_SAMPLES = 48
 
 # torch.func imports torch internals that still call torch.jit.script
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 # ---------------------------------------------------------------- helpers
-def make_data(loss: str, n_samples: int = N_SAMPLES, seed: int = 0):
-    g = torch.Generator().manual_seed(2000 + seed)
-    x = torch.randn(n_samples, IN_FEATURES, generator=g, dtype=torch.float64)
-    if loss == "mse":
-        y = torch.randn(n_samples, OUT_FEATURES, generator=g, dtype=torch.float64)
-    else:
-        y = torch.randint(0, N_CLASSES, (n_samples,), generator=g)
-    return x, y
-
-
-def make_model(width: int, depth: int, loss: str, seed: int = 0, activation=None):
-    torch.manual_seed(seed)
-    out = OUT_FEATURES if loss == "mse" else N_CLASSES
-    return ResidualMLP(IN_FEATURES, width, depth, out, activation=activation).double()
-
-
-def full_loss(model, x, y, loss: str) -> float:
-    with torch.no_grad():
-        return LOSS_FNS[loss](model(x), y).item()
+make_data = functools.partial(mlp_problems.make_data, n_samples=N_SAMPLES, first_seed=2000)
 
 
 def change_after_block(model, x, y, loss, location, block, direction) -> float:
@@ -314,93 +298,3 @@ def test_lobpcg_agrees_with_lanczos():
     lanczos = matrix_free_topological_derivative(model, (x, y), "mse", factory("dense", model), k=2)
     block = matrix_free_topological_derivative(model, (x, y), "mse", factory("dense", model), k=2, solver="lobpcg")
     assert torch.allclose(lanczos.block_eigenvalues[0], block.block_eigenvalues[0], rtol=1e-8, atol=0)
-
-
-# ----------------------------------------------- (e) growing with a block
-class TanhMLP(nn.Module):
-    """A user's block: W2 tanh(W1 x), second order at zero parameters."""
-
-    def __init__(self, features: int, hidden: int = 4) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(features, hidden, bias=False)
-        self.fc2 = nn.Linear(hidden, features, bias=False)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x)))
-
-
-@pytest.fixture
-def my_block():
-    register_block("my-block", lambda model, location: TanhMLP(model.width), overwrite=True)
-    yield "my-block"
-    del BLOCKS["my-block"]
-
-
-def regression_data(n_samples: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_samples, 4, generator=g, dtype=torch.float64)
-    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] * x[:, 2:3]
-    return x, y
-
-
-def block_config(block, **changes):
-    base = dict(
-        block=block,
-        max_depth=3,
-        epochs_per_stage=2,
-        final_epochs=1,
-        growth_patience=100,
-        batch_size=32,
-        lr=1e-2,
-        device="cpu",
-        seed=0,
-    )
-    base.update(changes)
-    return GrowthConfig(**base)
-
-
-def test_a_registered_block_grows_to_the_target_depth(my_block):
-    torch.manual_seed(0)
-    model = ResidualMLP(4, 6, 1, 1).double()
-    train, val = regression_data(200, seed=1), regression_data(60, seed=2)
-    history = Grower(model, "mse", block_config(my_block, strategy="td")).fit(train, val)
-    assert model.depth == 3
-    inserted = [layer for layer in model.layers if isinstance(layer, ResidualBlock)]
-    assert len(inserted) == 2 and all(isinstance(layer.block, TanhMLP) for layer in inserted)
-    grown = [stage for stage in history.stages if stage.location is not None]
-    assert len(grown) == 2
-    for stage in grown:
-        assert stage.actual_change <= 0
-        assert stage.epsilon != 0 and stage.predicted_change < 0
-        assert len(stage.eigenvalues) == stage.depth + 1
-    # the new blocks are trained with the others (the optimiser was rebuilt)
-    assert all(layer.direction().abs().max() > 0 for layer in inserted)
-
-
-@pytest.mark.parametrize("strategy", ["td-where", "td-how", "random", "zero"])
-def test_every_strategy_grows_with_a_block(strategy):
-    torch.manual_seed(0)
-    model = ResidualMLP(4, 4, 1, 1).double()
-    train = regression_data(100, seed=1)
-    config = block_config("gelu-mlp", strategy=strategy, max_depth=2, epochs_per_stage=1, final_epochs=0)
-    history = Grower(model, "mse", config).fit(train)
-    assert model.depth == 2 and isinstance(model.layers[history.stages[0].location], ResidualBlock)
-    assert history.stages[0].actual_change <= 0 or strategy in ("random", "td-where")  # no line search there
-    if strategy == "zero":
-        assert history.stages[0].actual_change == 0
-
-
-def test_unknown_block_names_suggest_the_closest():
-    with pytest.raises(ValueError, match=r"unknown block 'gelu-mpl'.*did you mean 'gelu-mlp'\?"):
-        GrowthConfig(block="gelu-mpl")
-    with pytest.raises(ValueError, match=r"did you mean 'dense'"):
-        Grower(ResidualMLP(4, 4, 1, 1), "mse", GrowthConfig(), block="dens")
-    assert GrowthConfig.from_dict(GrowthConfig(block="conv").to_dict()).block == "conv"
-
-
-def test_growing_by_block_needs_insert_block():
-    class NoBlocks(nn.Module):
-        pass
-
-    with pytest.raises(TypeError, match="insert_block"):
-        Grower(NoBlocks(), "mse", GrowthConfig(block="dense", device="cpu"))

@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import torch
+from mlp_problems import EPS, LOSS_FNS, N_SAMPLES, full_loss, make_data, make_model
 from torch.func import functional_call
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -18,39 +19,11 @@ import topogrow
 from topogrow import ResidualMLP, topological_derivative
 from topogrow.core.hamiltonian import dense_hamiltonian_blocks, dense_quadratic_form
 
-IN_FEATURES = 3
-OUT_FEATURES = 2
-N_CLASSES = 3
-N_SAMPLES = 64
-EPS = 1e-3
-LOSS_FNS = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
-
 # torch.func imports torch internals that still call torch.jit.script
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 # ---------------------------------------------------------------- helpers
-def make_data(loss: str, n_samples: int = N_SAMPLES, seed: int = 0):
-    g = torch.Generator().manual_seed(1000 + seed)
-    x = torch.randn(n_samples, IN_FEATURES, generator=g, dtype=torch.float64)
-    if loss == "mse":
-        y = torch.randn(n_samples, OUT_FEATURES, generator=g, dtype=torch.float64)
-    else:
-        y = torch.randint(0, N_CLASSES, (n_samples,), generator=g)
-    return x, y
-
-
-def make_model(width: int, depth: int, loss: str, seed: int = 0, dtype=torch.float64, activation=None):
-    torch.manual_seed(seed)
-    out = OUT_FEATURES if loss == "mse" else N_CLASSES
-    return ResidualMLP(IN_FEATURES, width, depth, out, activation=activation).to(dtype)
-
-
-def full_loss(model, x, y, loss: str) -> float:
-    with torch.no_grad():
-        return LOSS_FNS[loss](model(x), y).item()
-
-
 def change_after_insert(model, x, y, loss, location, weight, bias) -> float:
     """J(eps) - J(0): the real change of the full-data loss after the insertion."""
     grown = copy.deepcopy(model)
