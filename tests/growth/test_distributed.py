@@ -90,7 +90,7 @@ def test_grower_is_single_process_without_a_process_group():
     model = ResidualMLP(3, width=4, depth=1, out_features=1)
     grower = Grower(model, "mse", GrowthConfig(max_depth=2, epochs_per_stage=1, final_epochs=0, device="cpu"))
     grower.fit((torch.randn(32, 3), torch.randn(32, 1)))
-    assert grower.distributed is False and grower._ddp is None and model.depth == 2
+    assert grower.distributed is False and grower.distributed_run.wrapper is None and model.depth == 2
 
 
 # ------------------------------------------------------------------ 2 processes

@@ -12,8 +12,8 @@ import topogrow
 from topogrow import Grower, ResidualMLP
 from topogrow.app.cli import main
 from topogrow.growth import checkpoint as ckpt
-from topogrow.growth import grower as grower_module
-from topogrow.growth.strategies import Proposal, Strategy
+from topogrow import core
+from topogrow.growth import STRATEGIES, Proposal, Strategy, register_strategy
 
 config = helpers.short_growth_config
 RUN = helpers.CLI_RUN
@@ -25,7 +25,7 @@ def regression_data(n_samples: int, seed: int):
 
 # ------------------------------------------------------ numerical faults
 def test_nan_adjoints_skip_the_insertion_with_a_warning_and_training_goes_on(monkeypatch, tmp_path):
-    real = grower_module.topological_derivative
+    real = core.topological_derivative
     calls = []
 
     def faulty(model, data, loss, **kwargs):
@@ -34,7 +34,7 @@ def test_nan_adjoints_skip_the_insertion_with_a_warning_and_training_goes_on(mon
             raise FloatingPointError("the Hessian blocks contain NaN or inf: the adjoints are not finite")
         return real(model, data, loss, **kwargs)
 
-    monkeypatch.setattr(grower_module, "topological_derivative", faulty)
+    monkeypatch.setattr(core, "topological_derivative", faulty)  # what the stage context calls
     grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(max_depth=3, growth_patience=3))
     with pytest.warns(RuntimeWarning, match=r"stage 0 \(epoch 2, depth 1\): insertion skipped: .*NaN"):
         history = grower.fit(regression_data(100, seed=1), checkpoint_dir=tmp_path)
@@ -48,7 +48,7 @@ def test_a_singular_or_non_finite_block_skips_and_repeated_faults_stop_growth(mo
     def singular(*args, **kwargs):
         raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
 
-    monkeypatch.setattr(grower_module, "topological_derivative", singular)
+    monkeypatch.setattr(core, "topological_derivative", singular)
     grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(growth_patience=2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -63,13 +63,16 @@ def test_a_non_finite_proposal_is_skipped():
     class NaNLayer(Strategy):
         name: str = "nan"
 
-        def propose(self, model, td, generator):
-            return Proposal(0, torch.full(model.insertion_shape(0), float("nan")))
+        def propose(self, context):
+            return Proposal(0, torch.full(context.model.insertion_shape(0), float("nan")))
 
-    grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(growth_patience=1))
-    grower.strategy = NaNLayer()
-    with pytest.warns(RuntimeWarning, match="the proposed layer at location 0 is not finite"):
-        history = grower.fit(regression_data(100, seed=1))
+    register_strategy("nan", NaNLayer)
+    try:
+        grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(strategy="nan", growth_patience=1))
+        with pytest.warns(RuntimeWarning, match="the proposed layer at location 0 is not finite"):
+            history = grower.fit(regression_data(100, seed=1))
+    finally:
+        STRATEGIES.unregister("nan")
     assert grower.model.depth == 1 and history.stop_reason == "numerical faults in 1 consecutive stages"
 
 

@@ -10,7 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from topogrow import STRATEGIES, Grower, GrowthConfig, GrowthHistory, ResidualMLP
 from topogrow.growth import line_search
+from topogrow.growth.callbacks import Callback
 from topogrow.growth.line_search import DEFAULT_EPSILONS
+from topogrow.growth.strategies import growth_strategies, inserts_layers, transfer_strategies
 
 IN_FEATURES = 4
 
@@ -133,7 +135,10 @@ def test_unknown_strategy_suggests_the_closest(name, suggestion):
 
 
 def test_config_validation():
-    assert set(STRATEGIES) == {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
+    growth = {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
+    transfer = {"td", "random-location", "zero-location", "head-only", "full", "lora"}
+    assert set(growth_strategies()) == growth and set(transfer_strategies()) == transfer
+    assert set(STRATEGIES) == growth | transfer
     for name in STRATEGIES:
         assert GrowthConfig(strategy=name).strategy == name
     with pytest.raises(ValueError, match="did you mean 'plateau'"):
@@ -220,16 +225,14 @@ def test_optimizer_covers_every_parameter_of_the_grown_model(td_run):
 def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(train_val):
     """Right after the insertion (before any training) the new layer is epsilon * phi."""
     train, _ = train_val
-    grower = Grower(small_model(), "mse", short_config(strategy="td", max_depth=2, final_epochs=0, neurons=1))
     snapshots = []
-    insert = grower._insert
 
-    def spy(proposal, source):
-        result = insert(proposal, source)
-        snapshots.append((copy.deepcopy(grower.model), proposal, result))
-        return result
+    class Spy(Callback):
+        def on_insert(self, grower, insertion):
+            snapshots.append((copy.deepcopy(grower.model), insertion.proposal, insertion.search))
 
-    grower._insert = spy
+    config = short_config(strategy="td", max_depth=2, final_epochs=0, neurons=1)
+    grower = Grower(small_model(), "mse", config, callbacks=[Spy()])
     history = grower.fit(train)
     (record,) = history.insertions
     ((model, proposal, search),) = snapshots
@@ -257,13 +260,14 @@ def test_inserted_layer_is_epsilon_times_unit_eigenvector_and_change_is_real(tra
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_runs(strategy, train_val):
+    """Every registered strategy runs through the grower (the transfer baselines too)."""
     train, val = train_val
     grower = Grower(small_model(), "mse", short_config(strategy=strategy))
     history = grower.fit(train, val)
     assert history.strategy == strategy
     ids = optimizer_parameter_ids(grower.optimizer)
     assert set(ids) == {id(p) for p in grower.model.parameters()}
-    if strategy == "scratch":
+    if not inserts_layers(strategy):
         assert grower.model.depth == 1
         assert history.insertions == []
         assert "no growth" in history.stop_reason
@@ -283,7 +287,7 @@ def test_every_strategy_runs(strategy, train_val):
             assert record.location == max(range(record.depth + 1), key=record.eigenvalues.__getitem__)
         if strategy in ("td", "td-how"):
             assert record.actual_change <= 0
-        if strategy in ("td-where", "random", "zero"):
+        if strategy in ("td-where", "random", "random-location", "zero"):
             assert record.epsilon == 1.0  # inserted as proposed, no line search
         if strategy == "zero":
             assert record.location == record.depth  # the last location: right before the head

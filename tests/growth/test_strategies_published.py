@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import helpers
 from topogrow import Grower, GrowthConfig, ResidualCNN, ResidualMLP, ViT
 from topogrow.app.cli import main
-from topogrow.growth import STRATEGIES
+from topogrow.growth import STRATEGIES, Callback, Freeze, StageContext
 from topogrow.growth import checkpoint as ckpt
 from topogrow.growth.strategies import Sensli, make_strategy
 from topogrow.nn.blocks import ResidualBlock, SensliConv, SensliMLP
@@ -27,19 +27,23 @@ def small_model(depth=1, seed=0):
     return ResidualMLP(4, 6, depth, 1).double()
 
 
-class Recorder(Grower):
-    """A grower that keeps the weights and outputs right before and after each insertion."""
+class Recorder(Callback):
+    """Keeps the outputs right before and after each insertion, and the weights after it."""
 
-    def _insert(self, proposal, train_source):
-        probe = regression_data(16, seed=9)[0].to(next(self.model.parameters()).dtype)
+    def __init__(self):
+        self.inserted = []
+        self.probe = regression_data(16, seed=9)[0]
+
+    def _output(self, model):
         with torch.no_grad():
-            before = self.model(probe)
-        search = super()._insert(proposal, train_source)
-        with torch.no_grad():
-            after = self.model(probe)
-        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.inserted = [*getattr(self, "inserted", []), (proposal, before, after, snapshot)]
-        return search
+            return model(self.probe.to(next(model.parameters()).dtype))
+
+    def on_stage_end(self, grower, context):
+        self.before = self._output(grower.model)
+
+    def on_insert(self, grower, insertion):
+        snapshot = {k: v.clone() for k, v in grower.model.state_dict().items()}
+        self.inserted.append((insertion.proposal, self.before, self._output(grower.model), snapshot))
 
 
 @pytest.mark.slow
@@ -47,7 +51,7 @@ def test_both_are_registered_and_documented_in_the_cli():
     assert {"forward-thinking", "sensli"} <= set(STRATEGIES)
     for name in ("forward-thinking", "sensli"):
         assert GrowthConfig(strategy=name).strategy == name
-    assert make_strategy("forward-thinking").freezes and make_strategy("sensli").needs_data
+    assert any(isinstance(c, Freeze) for c in make_strategy("forward-thinking").callbacks())
     out = subprocess.run(
         [sys.executable, "-m", "topogrow.app.cli", "compare", "--help"], capture_output=True, text=True, check=True
     ).stdout
@@ -61,7 +65,8 @@ def test_forward_thinking_appends_before_the_head_and_freezes_the_earlier_layers
     train, val = regression_data(160, seed=1), regression_data(60, seed=2)
     initial = small_model()
     start = {k: v.clone() for k, v in initial.state_dict().items()}
-    grower = Recorder(initial, "mse", config(strategy="forward-thinking", max_depth=4))
+    recorder = Recorder()
+    grower = Grower(initial, "mse", config(strategy="forward-thinking", max_depth=4), callbacks=[recorder])
     history = grower.fit(train, val)
     model = grower.model
     assert model.depth == 4 and len(history.insertions) == 3
@@ -70,22 +75,23 @@ def test_forward_thinking_appends_before_the_head_and_freezes_the_earlier_layers
         assert record.epsilon == 1.0 and record.eigenvalues is None
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"layers.3.affine.weight", "layers.3.affine.bias", "head.weight", "head.bias"}
-    assert grower.progress.trainable is not None and set(grower.progress.trainable) == trainable
+    (freeze,) = [c for c in grower.callbacks if isinstance(c, Freeze)]
+    assert set(freeze.state_dict()["trainable"]) == trainable
     final = model.state_dict()
     # the initial network trained in stage 0 (nothing frozen before the first insertion)
     assert not torch.equal(final["stem.0.weight"], start["stem.0.weight"])
-    for index, (proposal, before, after, snapshot) in enumerate(grower.inserted):
+    for index, (proposal, before, after, snapshot) in enumerate(recorder.inserted):
         new = f"layers.{proposal.location}."
         assert proposal.location == index + 1
         assert not torch.equal(before, after)  # a random layer, inserted as drawn
         assert snapshot[new + "affine.weight"].abs().max() > 0
         for name, value in snapshot.items():
-            if name.startswith("head.") or (index == len(grower.inserted) - 1 and name.startswith(new)):
+            if name.startswith("head.") or (index == len(recorder.inserted) - 1 and name.startswith(new)):
                 continue
             if name.startswith(new) or name.startswith("layers.") and int(name.split(".")[1]) > proposal.location:
                 continue  # trained in a later stage
             assert torch.equal(final[name], value), f"{name} changed after insertion {index + 1}"
-    last, _, _, snapshot = grower.inserted[-1]
+    last, _, _, snapshot = recorder.inserted[-1]
     new = f"layers.{last.location}."
     for name in ("head.weight", new + "affine.weight", new + "affine.bias"):
         assert not torch.equal(final[name], snapshot[name]), f"{name} did not train"
@@ -157,14 +163,15 @@ def test_sensli_picks_the_largest_autograd_gradient_norm_of_a_zero_output_block(
         type(c) is expected_class and torch.equal(c.output_weight, torch.zeros_like(c.output_weight))
         for c in candidates
     )
-    streamed = strategy.gradients(model, candidates, (x, y), loss, batch_size=7)  # 7 does not divide 40 or 30
+    context = StageContext(model, (x, y), loss, config(td_batch_size=7), torch.Generator().manual_seed(7))
+    streamed = strategy.gradients(context, candidates)  # batches of 7: 7 does not divide 40 or 30
     norms = []
     for location, candidate in enumerate(candidates):
         exact = autograd_sensitivity(model, candidate, location, x, y, loss)
         torch.testing.assert_close(streamed[location], exact, rtol=1e-10, atol=1e-13)
         norms.append(float(exact.norm()))
     assert len(set(norms)) == len(norms)
-    proposal = strategy.propose(model, None, torch.Generator().manual_seed(7), data=(x, y), loss=loss, batch_size=7)
+    proposal = strategy.propose(context)
     assert proposal.location == max(range(len(norms)), key=norms.__getitem__)
     assert proposal.block == ("sensli-conv" if kind == "cnn" else "sensli-mlp")
     assert proposal.line_search is False and proposal.predicted_change(1.0) == 0.0
@@ -188,10 +195,13 @@ def make_candidate_copy(candidate):
 
 def test_sensli_grows_through_the_grower_preserving_the_function_at_each_insertion():
     train, val = regression_data(160, seed=1), regression_data(60, seed=2)
-    grower = Recorder(small_model(), "mse", config(strategy="sensli", max_depth=4, td_batch_size=64))
+    recorder = Recorder()
+    grower = Grower(
+        small_model(), "mse", config(strategy="sensli", max_depth=4, td_batch_size=64), callbacks=[recorder]
+    )
     history = grower.fit(train, val)
     assert grower.model.depth == 4 and len(history.insertions) == 3
-    for record, (proposal, before, after, snapshot) in zip(history.insertions, grower.inserted, strict=True):
+    for record, (proposal, before, after, snapshot) in zip(history.insertions, recorder.inserted, strict=True):
         assert record.location == proposal.location and record.epsilon == 1.0
         assert record.actual_change == 0.0 and record.predicted_change == 0.0
         assert torch.equal(before, after)  # W2 = 0: exactly function preserving
@@ -218,8 +228,6 @@ def test_sensli_names_a_model_it_cannot_grow():
 
     with pytest.raises(TypeError, match="strategy 'sensli' .* Plain has no forward_states"):
         Grower(Plain(), "mse", config(strategy="sensli"))
-    with pytest.raises(TypeError, match="needs the training data"):
-        Sensli().propose(small_model(), None, torch.Generator())
 
 
 # --------------------------------------------------------------------- compare

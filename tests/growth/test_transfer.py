@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from topogrow import ResidualCNN, ResidualMLP, ViT
-from topogrow.growth.transfer import TRANSFER_STRATEGIES, adapt, head_modules
+from topogrow.growth.strategies import transfer_strategies
+from topogrow.growth.transfer import adapt
 from topogrow.nn.lora import adaptable_modules, add_low_rank_adapters
 
 torch.set_num_threads(1)
@@ -42,7 +43,7 @@ TASKS = {"mlp": _mlp_task, "cnn": _cnn_task, "vit": _vit_task}
 
 def _snapshot(model):
     """Each pretrained parameter (by identity) with a copy of its values, and the head's ones."""
-    head = {id(p) for module in head_modules(model) for p in module.parameters()}
+    head = {id(p) for module in model.head_modules() for p in module.parameters()}
     return [(p, p.detach().clone(), id(p) in head) for p in model.parameters()]
 
 
@@ -187,7 +188,7 @@ def test_not_a_growable_model_raises_type_error():
 
 
 def test_strategies_listed():
-    assert TRANSFER_STRATEGIES == ("td", "random-location", "zero-location", "head-only", "full", "lora")
+    assert transfer_strategies() == ("td", "random-location", "zero-location", "head-only", "full", "lora")
 
 
 def test_dataloader_and_float32():
@@ -261,7 +262,8 @@ def test_lora_explicit_rank_and_errors():
 def test_restore_best_keeps_the_epoch_with_the_lowest_validation_loss(strategy):
     """Early stopping: the returned model's validation loss is the lowest of the last stage's epochs
     (and of its starting point), and the model is that epoch's."""
-    from topogrow.growth.training import TensorBatches, evaluate_loss
+    from topogrow.growth.data import TensorBatches
+    from topogrow.growth.training import evaluate_loss
 
     model, (x, y), loss = _mlp_task()
     val = (x[:24] + 0.3 * torch.randn_like(x[:24]), y[:24])

@@ -102,7 +102,8 @@ class GrowthConfig:
         ):
             check_int(name, getattr(self, name), minimum=1)
         check_int("final_epochs", self.final_epochs, minimum=0)
-        check_int("seed", self.seed, minimum=0, maximum=2**62 - 1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
+            raise ValueError(f"seed must be an integer in 0..2**62 - 1, got {self.seed!r}")
         check_optional_int("neurons", self.neurons, minimum=1)
         check_optional_int("eval_batch_size", self.eval_batch_size, minimum=1)
         for name in ("lr", "min_delta", "eigen_tol"):

@@ -110,8 +110,6 @@ class Grower:
         cfg = self.config
         self.loss = resolve_loss(loss)
         self.loss_name = loss if isinstance(loss, str) else None
-        if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
-            raise TypeError(f"expected a model (an nn.Module with parameters), got {type(model).__name__}")
         self.strategy = make_strategy(cfg.strategy, cfg.neurons, cfg.rel_threshold, block=cfg.block)
         if cfg.block is not None and not callable(getattr(model, "insert_block", None)):
             raise TypeError(
@@ -122,6 +120,8 @@ class Grower:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {cfg.device!r}: CUDA is not available here; use device='cpu'")
+        if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
+            raise TypeError(f"expected a model (an nn.Module with parameters), got {type(model).__name__}")
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"callbacks must be topogrow.growth.Callback objects, got {type(callback).__name__}")
