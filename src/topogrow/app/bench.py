@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from topogrow._io import write_json_atomic
 from topogrow.app.experiment import ModelConfig, compare
 from topogrow.app.tasks import make_task
 from topogrow.core import HamiltonianHessian, leading_operator_eigenpairs, states_and_adjoints, topological_derivative
@@ -804,6 +805,4 @@ def _notes(results: dict[str, Any]) -> list[str]:
 
 def write_results(results: dict[str, Any], path: Path) -> Path:
     """Write the JSON atomically."""
-    from topogrow.app.report import write_json_atomic
-
     return write_json_atomic(path, results)

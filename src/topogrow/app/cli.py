@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow.app.experiment import DEFAULT_STRATEGIES, MODELS, ModelConfig, compare, run
-from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
+from topogrow.app.report import comparison_table, plot_comparison, plot_runs
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
@@ -431,7 +432,7 @@ def _compare(args: argparse.Namespace) -> None:
     out = args.out or Path("results") / f"compare-{args.task}"
     json_path = write_json_atomic(out / "compare.json", comparison.to_dict())
     png_path = plot_comparison(comparison, out / "compare.png")
-    (out / "compare.md").write_text(comparison_table(comparison) + "\n")
+    write_text_atomic(out / "compare.md", comparison_table(comparison) + "\n")
     print(f"wrote {json_path}, {png_path} and {out / 'compare.md'}")
 
 

@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from topogrow._validation import unknown_name_error
-from topogrow.app.tasks import Task, make_task
+from topogrow.app.task import Task
+from topogrow.app.tasks import make_task
 from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.nn import ResidualMLP

@@ -42,10 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow._validation import unknown_name_error
 from topogrow.app.experiment import ModelConfig, build_model
-from topogrow.app.report import save_figure, write_json_atomic
-from topogrow.app.tasks import Task
+from topogrow.app.report import save_figure
+from topogrow.app.task import Task
 from topogrow.core.losses import resolve_loss
 from topogrow.growth.training import TensorBatches, rebuild_optimizer, train_epoch
 from topogrow.growth.transfer import TRANSFER_STRATEGIES, adapt
@@ -479,10 +480,9 @@ def write_transfer(results: TransferResults, out: str | Path) -> tuple[Path, Pat
     """``out/transfer.json``, ``out/transfer.md`` (the table) and ``out/transfer.png``."""
     out = Path(out)
     json_path = write_json_atomic(out / "transfer.json", results.to_dict())
-    md_path = out / "transfer.md"
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(f"# Transfer learning: {results.config.benchmark}\n\n{transfer_table(results)}\n")
-    tmp.replace(md_path)
+    md_path = write_text_atomic(
+        out / "transfer.md", f"# Transfer learning: {results.config.benchmark}\n\n{transfer_table(results)}\n"
+    )
     return json_path, md_path, plot_transfer(results, out / "transfer.png")
 
 
