@@ -6,6 +6,7 @@ import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from topogrow._validation import unknown_name_error
+from topogrow._registry import Registry
+from topogrow._validation import check_int
 from topogrow.app.task import Task
 from topogrow.app.tasks import make_task
 from topogrow.growth import STRATEGIES, Grower, GrowthConfig, GrowthHistory
@@ -24,7 +26,19 @@ from topogrow.nn.vit import ViT
 DEFAULT_STRATEGIES = ("td", "random", "zero", "td-where", "td-how", "forward-thinking", "sensli", "scratch")
 
 
-MODELS = ("mlp", "cnn", "vit")
+#: Every model family by name (``ModelConfig.family``, ``--model``): builders
+#: ``(task, config, depth, spec) -> network``, see :func:`register_model`.
+MODELS: Registry[Callable[..., torch.nn.Module]] = Registry("model")
+
+
+def register_model(name: str, builder: Callable[..., torch.nn.Module] | None = None, *, help: str = "") -> Callable:
+    """Register a model family for :func:`build_model` (a decorator without ``builder``).
+
+    ``builder(task, config, depth, spec)`` returns a freshly initialised network for ``task``
+    with ``depth`` residual layers (an int, or per stage), or, given ``spec`` (a grown model's
+    ``spec()``), that exact architecture.
+    """
+    return MODELS.register(name, builder, help=help)
 
 
 @dataclass(frozen=True)
@@ -43,12 +57,9 @@ class ModelConfig:
     family: str = "mlp"
 
     def __post_init__(self) -> None:
-        if self.family not in MODELS:
-            raise unknown_name_error("model", self.family, MODELS)
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
-        if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or self.initial_depth < 0:
-            raise ValueError(f"initial depth must be an integer >= 0, got {self.initial_depth!r}")
+        MODELS[self.family]  # an unknown name: "did you mean"
+        check_int("width", self.width, minimum=1)
+        check_int("initial depth", self.initial_depth, minimum=0)
 
 
 def input_shape(task: Task) -> tuple[int, ...]:
@@ -64,23 +75,42 @@ def build_model(
     ``depth`` overrides the initial depth; ``spec`` (a grown model's ``spec()``)
     rebuilds that exact architecture instead, e.g. for the ``scratch`` baseline.
     """
-    if spec is not None:
-        from topogrow.nn.cnn import ResidualCNN
-
-        return {"mlp": ResidualMLP, "cnn": ResidualCNN, "vit": ViT}[config.family](**spec)
     depth = config.initial_depth if depth is None else depth
+    return MODELS[config.family](task, config, depth, spec)
+
+
+def _square_images(task: Task, config: ModelConfig) -> tuple[int, ...]:
     shape = input_shape(task)
-    if config.family == "mlp":
-        return ResidualMLP(math.prod(shape), config.width, depth, task.out_features, config.activation)
     if len(shape) != 3 or shape[1] != shape[2]:
         raise ValueError(f"model '{config.family}' needs square images (C, H, H), task {task.name} has inputs {shape}")
-    if config.family == "cnn":
-        from topogrow.nn.cnn import ResidualCNN
+    return shape
 
-        depths = (depth, depth) if isinstance(depth, int) else tuple(depth)
-        return ResidualCNN(
-            shape[0], (config.width, 2 * config.width), depths, task.out_features, activation=config.activation
-        )
+
+@register_model("mlp", help="ResidualMLP of state width --width")
+def _mlp(task: Task, config: ModelConfig, depth: int, spec: dict[str, Any] | None) -> torch.nn.Module:
+    if spec is not None:
+        return ResidualMLP(**spec)
+    return ResidualMLP(math.prod(input_shape(task)), config.width, depth, task.out_features, config.activation)
+
+
+@register_model("cnn", help="ResidualCNN, two stages of --width and 2 x --width channels")
+def _cnn(task: Task, config: ModelConfig, depth, spec: dict[str, Any] | None) -> torch.nn.Module:
+    from topogrow.nn.cnn import ResidualCNN
+
+    if spec is not None:
+        return ResidualCNN(**spec)
+    shape = _square_images(task, config)
+    depths = (depth, depth) if isinstance(depth, int) else tuple(depth)
+    return ResidualCNN(
+        shape[0], (config.width, 2 * config.width), depths, task.out_features, activation=config.activation
+    )
+
+
+@register_model("vit", help="ViT of token width --width, 4 heads, 7x7 patches on 28x28 images")
+def _vit(task: Task, config: ModelConfig, depth: int, spec: dict[str, Any] | None) -> torch.nn.Module:
+    if spec is not None:
+        return ViT(**spec)
+    shape = _square_images(task, config)
     patch = 7 if shape[1] % 7 == 0 else (4 if shape[1] % 4 == 0 else shape[1])
     return ViT(
         shape[1],
