@@ -65,8 +65,13 @@ def test_help_lists_every_registered_task(verb):
         [sys.executable, "-m", "topogrow.app.cli", verb, "--help"], capture_output=True, text=True, check=True
     )
     text = " ".join(result.stdout.split())
-    for name in TASKS:
+    for name in TASKS:  # whole: a hyphenated name is never broken across lines
         assert f"{name} (" in text, name
+    from topogrow.growth import STRATEGIES
+    from topogrow.nn.blocks import BLOCKS
+
+    for name in [*(s for s in STRATEGIES if verb == "compare" or s != "scratch"), *BLOCKS]:
+        assert f" {name}" in text and f"{name.split('-')[0]}- " not in text, name
     assert "--max-depth" in text and "--lr" in text and "--weight-decay" in text
 
 

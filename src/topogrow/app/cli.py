@@ -9,6 +9,7 @@ import inspect
 import json
 import re
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -272,8 +273,23 @@ def _add_common(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
     out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, never breaking a line inside a hyphenated name (``forward-thinking``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
+class _RawDescriptionFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
+    """The top-level help: the description as written, the options as :class:`_Formatter` lays them out."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a bad option said in one line (no usage block): ``topogrow run: error: ...``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -285,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     from topogrow.app.bench import SECTIONS
     from topogrow.app.transfer_runner import BENCHMARKS
 
-    parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=_RawDescriptionFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench,transfer}")
     run_parser = verbs.add_parser(
         "run",
