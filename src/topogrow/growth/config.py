@@ -37,12 +37,20 @@ class GrowthConfig:
         schedule: ``"fixed"`` (``epochs_per_stage`` epochs per stage) or ``"plateau"``
             (until the validation loss stops improving by ``min_delta`` for ``patience``
             epochs, at most ``epochs_per_stage``).
+        epochs_per_stage: epochs between insertions (the cap with ``schedule="plateau"``).
+        patience: epochs without improvement that end a ``"plateau"`` stage.
+        min_delta: the relative validation improvement that counts as one.
         final_epochs: epochs of training after growth stops.
         tolerance: stop growing when every leading eigenvalue mu_l <= tolerance.
         growth_patience: stop growing after this many stages without a relative
             validation improvement of ``min_delta``.
         neurons: active neurons of a new layer (top-k blocks); ``None`` takes every
             block with eigenvalue >= ``rel_threshold`` times the largest.
+        rel_threshold: relative eigenvalue threshold for choosing neurons (see ``neurons``).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        batch_size: training mini-batch size.
+        td_batch_size: mini-batch size of the streamed topological-derivative pass.
         epsilons: line-search candidates (both signs are tried).
         line_search_samples: training samples the line search evaluates (a fixed subset).
         seed: seeds initialisation, shuffling and random strategies.
