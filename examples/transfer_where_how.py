@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from topogrow import adapt
-from topogrow.app.transfer_runner import DATA, TransferConfig, pretrain
+from topogrow.app.transfer_runner import BENCHMARKS, TransferConfig, pretrain
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmark", default="mnist", choices=sorted(DATA))
+    parser.add_argument("--benchmark", default="mnist", choices=sorted(BENCHMARKS))
     parser.add_argument("--samples", type=int, default=50, help="target samples (per class for mnist)")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
@@ -39,7 +39,7 @@ def main() -> None:
     }
     scores: dict[str, list[float]] = {name: [] for name in variants}
     for seed in range(args.seeds):
-        data = DATA[args.benchmark](seed)
+        data = BENCHMARKS[args.benchmark].data(seed)
         task = data.source.flattened()
         pretrained = pretrain(data, config, seed)
         (x, y), val = data.draw(args.samples, seed, config.val_fraction)

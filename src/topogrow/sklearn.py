@@ -76,6 +76,7 @@ try:
 except ImportError as error:  # scikit-learn < 1.6
     raise ImportError("topogrow.sklearn needs scikit-learn >= 1.6 (sklearn.utils.validation.validate_data)") from error
 
+from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.grower import Grower
 from topogrow.growth.training import resolve_device
@@ -98,10 +99,11 @@ _PREDICT_BATCH = 8192
 
 
 def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as a Python int (numpy integers accepted), checked ``>= minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as a Python int (numpy integers accepted, as scikit-learn's searches pass them),
+    checked ``>= minimum``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    return check_int(name, value, minimum)
 
 
 def _real(name: str, value: Any) -> float:

@@ -153,7 +153,7 @@ def test_run_transfer_heat_is_reproducible(heat, monkeypatch):
     """A seed reproduces every number (the data is the cached one of the fixture)."""
     import topogrow.app.transfer_runner as runner
 
-    monkeypatch.setitem(runner.DATA, "heat", lambda seed, data_dir=None: heat)
+    monkeypatch.setattr(runner.BENCHMARKS["heat"], "data", lambda seed, data_dir=None: heat)
     config = TransferConfig(
         "heat", samples=(20,), seeds=1, steps=10, pretrain_epochs=1, width=8, depth=1, strategies=("td", "lora")
     )

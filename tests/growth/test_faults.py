@@ -9,11 +9,10 @@ import torch
 
 import helpers
 import topogrow
-from topogrow import Grower, ResidualMLP
+from topogrow import Grower, ResidualMLP, core
 from topogrow.app.cli import main
-from topogrow.growth import checkpoint as ckpt
-from topogrow import core
 from topogrow.growth import STRATEGIES, Proposal, Strategy, register_strategy
+from topogrow.growth import checkpoint as ckpt
 
 config = helpers.short_growth_config
 RUN = helpers.CLI_RUN

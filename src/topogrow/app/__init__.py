@@ -2,6 +2,7 @@
 
 from topogrow.app.datasets import load_california
 from topogrow.app.experiment import ModelConfig, compare, run
-from topogrow.app.tasks import TASKS, Task, make_task
+from topogrow.app.task import Task
+from topogrow.app.tasks import TASKS, make_task, register_task
 
-__all__ = ["TASKS", "ModelConfig", "Task", "compare", "load_california", "make_task", "run"]
+__all__ = ["TASKS", "ModelConfig", "Task", "compare", "load_california", "make_task", "register_task", "run"]

@@ -32,12 +32,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from topogrow._io import write_json_atomic
+from topogrow._registry import Registry
+from topogrow._validation import check_int, check_optional_int
 from topogrow.app.experiment import ModelConfig, compare
 from topogrow.app.tasks import make_task
 from topogrow.core import HamiltonianHessian, leading_operator_eigenpairs, states_and_adjoints, topological_derivative
@@ -52,7 +55,7 @@ from topogrow.nn import ResidualMLP
 from topogrow.nn.blocks import ConvBlock, DenseBlock
 from topogrow.nn.cnn import ResidualCNN
 
-__all__ = ["BenchConfig", "markdown_table", "run_bench"]
+__all__ = ["SECTIONS", "BenchConfig", "markdown_table", "run_bench"]
 
 GOALS = {
     "td_vs_epoch": "<= 1.0",
@@ -63,6 +66,9 @@ GOALS = {
     "matrix_free": "1e-6 relative",
 }
 TD_BATCH = 1024  # GrowthConfig.td_batch_size
+#: The measurements by name (``topogrow bench --sections``), in the order they run:
+#: functions ``(BenchConfig) -> JSON-able results``.
+SECTIONS: Registry[Callable[[BenchConfig], Any]] = Registry("bench section")
 BUSY_LOAD = 0.25  # cores kept busy by other processes above which a section is measured again,
 BUSY_RETRIES = 2  # at most this many times (the least disturbed measurement is kept)
 SCALING_SAMPLES = 2048
@@ -86,16 +92,13 @@ class BenchConfig:
     threads: int | None = 2
     device: str | None = None
     data_dir: str | None = None
-    sections: tuple[str, ...] = ("td_vs_epoch", "block_vs_dense", "memory", "growth_overhead", "matrix_free")
+    sections: tuple[str, ...] = field(default_factory=lambda: tuple(SECTIONS))
 
     def __post_init__(self) -> None:
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
-            raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
-        unknown = set(self.sections) - set(SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown bench sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+        check_int("repeats", self.repeats, minimum=1)
+        check_optional_int("threads", self.threads, minimum=1)
+        for name in self.sections:
+            SECTIONS[name]  # an unknown name: "did you mean"
 
     @property
     def runs(self) -> int:
@@ -193,6 +196,7 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[to
 
 
 # ------------------------------------------------------- 1. TD vs an epoch
+@SECTIONS.register("td_vs_epoch", help="the TD at every location against one training epoch")
 def bench_td_vs_epoch(cfg: BenchConfig) -> list[dict[str, Any]]:
     """TD time at all locations / one training epoch, same model and data."""
     device = cfg.torch_device
@@ -318,6 +322,7 @@ def _dense_reference(model: ResidualMLP, data) -> tuple[float, float]:
     return float(values[-1]), dense.numel() * dense.element_size()
 
 
+@SECTIONS.register("block_vs_dense", help="the block eigen-solver against a dense eigh, and across widths")
 def bench_block_vs_dense(cfg: BenchConfig) -> dict[str, list[dict[str, Any]]]:
     device = cfg.torch_device
     samples = 512 if cfg.quick else SCALING_SAMPLES
@@ -460,6 +465,7 @@ def _memory_probe(samples: int, solver: str, device: str, data_dir: str | None, 
     }
 
 
+@SECTIONS.register("memory", help="peak memory of one TD pass against the number of samples S")
 def bench_memory(cfg: BenchConfig) -> list[dict[str, Any]]:
     """Peak memory of one TD pass per (solver, S), each in a fresh process.
 
@@ -495,6 +501,7 @@ def bench_memory(cfg: BenchConfig) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------- 4. growth overhead
+@SECTIONS.register("growth_overhead", help="the time growing adds to training")
 def bench_growth(cfg: BenchConfig) -> dict[str, Any]:
     growth = GrowthConfig(
         strategy="td",
@@ -556,6 +563,7 @@ def _count_products(operator: HamiltonianHessian) -> list[int]:
     return count
 
 
+@SECTIONS.register("matrix_free", help="the matrix-free (Lanczos) path against the closed form")
 def bench_matrix_free(cfg: BenchConfig) -> list[dict[str, Any]]:
     device = cfg.torch_device
     rows = []
@@ -593,15 +601,6 @@ def bench_matrix_free(cfg: BenchConfig) -> list[dict[str, Any]]:
                 break
         rows.append(row)
     return rows
-
-
-SECTIONS: dict[str, Callable[[BenchConfig], Any]] = {
-    "td_vs_epoch": bench_td_vs_epoch,
-    "block_vs_dense": bench_block_vs_dense,
-    "memory": bench_memory,
-    "growth_overhead": bench_growth,
-    "matrix_free": bench_matrix_free,
-}
 
 
 def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:
@@ -805,6 +804,4 @@ def _notes(results: dict[str, Any]) -> list[str]:
 
 def write_results(results: dict[str, Any], path: Path) -> Path:
     """Write the JSON atomically."""
-    from topogrow.app.report import write_json_atomic
-
     return write_json_atomic(path, results)

@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
+import re
 import sys
+import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from topogrow._io import write_json_atomic, write_text_atomic
+from topogrow._validation import one_line
 from topogrow.app.experiment import MODELS, ModelConfig, compare, run
-from topogrow.app.report import comparison_table, plot_comparison, plot_runs, write_json_atomic
+from topogrow.app.report import comparison_table, plot_comparison, plot_runs
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
@@ -31,11 +39,180 @@ examples:
   topogrow compare synthetic --seeds 2 --strategies td,random --epochs-per-stage 3
 """
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    d = GrowthConfig()
+# ------------------------------------------------------------------ options from GrowthConfig
+#: GrowthConfig fields listed under "training" in ``--help`` (the others under "growth").
+TRAINING_FIELDS = ("lr", "weight_decay", "batch_size", "seed", "device")
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")  # :data:`a.b.NAME` -> a.b.NAME; :data:`~a.b.NAME` -> NAME
+_LITERAL = re.compile(r"``([^`]*)``")
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The descriptions in the ``Attributes:`` section of a Google-style class docstring, by name.
+
+    Each entry is ``name: text`` at one indentation, continuation lines deeper; the section ends
+    at the first line indented no deeper than its ``Attributes:`` heading.
+    """
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    docs: dict[str, str] = {}
+    heading = next((i for i, line in enumerate(lines) if line.strip() == "Attributes:"), None)
+    if heading is None:
+        return docs
+    outer = len(lines[heading]) - len(lines[heading].lstrip())
+    entry_indent, name = None, None
+    for line in lines[heading + 1 :]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip():
+            continue
+        if indent <= outer:
+            break
+        entry_indent = indent if entry_indent is None else entry_indent
+        match = re.fullmatch(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line.strip()) if indent == entry_indent else None
+        if match:
+            name = match.group(1)
+            docs[name] = match.group(2)
+        elif name is not None:
+            docs[name] += " " + line.strip()
+    return {key: " ".join(text.split()) for key, text in docs.items()}
+
+
+def _plain(text: str, fields: set[str]) -> str:
+    """Docstring markup as plain text for ``--help``: ``field_name`` becomes ``--field-name``,
+    other literals lose their backquotes, ``:role:`~a.b.C``` becomes ``C``; ``%`` escaped."""
+
+    def literal(match: re.Match) -> str:
+        inner = match.group(1)
+        return "--" + inner.replace("_", "-") if inner in fields else inner
+
+    def role(match: re.Match) -> str:
+        return match.group(2).rsplit(".", 1)[-1] if match.group(1) else match.group(2)
+
+    return _LITERAL.sub(literal, _ROLE.sub(role, text)).replace("%", "%%")
+
+
+def _split_union(annotation: str) -> list[str]:
+    """``"int | None"`` -> ``["int", "None"]``, not splitting inside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in annotation:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def _comma_list(kind: type) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"comma-separated {kind.__name__} list"
+    return parse
+
+
+_SCALARS = {"int": int, "float": float, "str": str}
+
+
+def option_kind(annotation: object) -> dict[str, Any] | None:
+    """argparse settings for a dataclass field's annotation (a string under ``from __future__ import
+    annotations``), or ``None`` for a type the command line cannot spell (set it with ``--config``).
+
+    ``int``, ``float``, ``str`` and their ``| None`` forms take one value; ``tuple[float, ...]`` (or
+    ``list[int]``, ...) a comma-separated list; ``bool`` a ``--name`` / ``--no-name`` pair; a union
+    with ``str`` (e.g. ``str | Callable[...]``) a string.
+    """
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    parts = [part for part in _split_union(text.replace("typing.", "")) if part != "None"]
+    if len(parts) == 1:
+        (part,) = parts
+        if part in _SCALARS:
+            return {"type": _SCALARS[part]}
+        if part == "bool":
+            return {"action": _GivenBool}
+        sequence = re.fullmatch(r"(?:tuple|list|Sequence)\[(\w+)(?:, \.\.\.)?\]", part)
+        if sequence and sequence.group(1) in _SCALARS:
+            kind = sequence.group(1)
+            return {"type": _comma_list(_SCALARS[kind]), "metavar": f"{kind.upper()},..."}
+    if "str" in parts:
+        return {"type": str}
+    return None
+
+
+class _Given(argparse.Action):
+    """Store the value and remember the option was written on the command line (``--config`` yields to it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given_fields = {*getattr(namespace, "given_fields", ()), self.dest}
+
+
+class _GivenBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given_fields = {*getattr(namespace, "given_fields", ()), self.dest}
+
+
+def _names(registry: Any, exclude: tuple[str, ...] = ()) -> str:
+    """``"name (help), ..."`` of a registry, for ``--help``."""
+    return registry.describe(exclude=exclude).replace("%", "%%")
+
+
+def _strategies(names) -> str:
+    """``"name (help), ..."`` of the given registered strategies, for ``--help``."""
+    return ", ".join(f"{name} ({STRATEGIES.help(name)})" for name in names).replace("%", "%%")
+
+
+def _shown(default: Any) -> str:
+    """A default as ``--help`` shows it: a long list as its length and range."""
+    if isinstance(default, (tuple, list)):
+        if len(default) > 4:
+            return f"{len(default)} values from {min(default):g} to {max(default):g}"
+        return ",".join(map(str, default))
+    return str(default).replace("%", "%%")
+
+
+def _add_growth_options(
+    growth: argparse._ArgumentGroup, training: argparse._ArgumentGroup, exclude: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """One ``--field-name`` option per :class:`GrowthConfig` field (but ``exclude``): type from the
+    annotation, default from the field, help from the docstring's ``Attributes:``; returns the fields."""
+    fields = [f for f in dataclasses.fields(GrowthConfig) if f.init and f.name not in exclude]
+    names = {f.name for f in dataclasses.fields(GrowthConfig)}
+    docs = attribute_docs(GrowthConfig)
+    defaults = GrowthConfig()
+    added = []
+    for field in fields:
+        kind = option_kind(field.type)
+        if kind is None:
+            continue  # not spellable on the command line: --config FILE sets it
+        default = getattr(defaults, field.name)
+        help_text = _plain(docs.get(field.name, ""), names).rstrip(".") or f"GrowthConfig.{field.name}"
+        if field.name == "strategy":
+            help_text += f"; one of: {_strategies(n for n in growth_strategies() if n != 'scratch')}"
+        elif field.name == "schedule":
+            kind["choices"] = list(SCHEDULES)
+        elif field.name == "block":
+            help_text += f"; one of: {_names(BLOCKS)}"
+        if default is not None and not isinstance(default, bool):
+            help_text += f" (default {_shown(default)})"
+        group = training if field.name in TRAINING_FIELDS else growth
+        kind.setdefault("action", _Given)
+        group.add_argument(f"--{field.name.replace('_', '-')}", default=default, help=help_text, **kind)
+        added.append(field.name)
+    return tuple(added)
+
+
+def _add_common(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The data, network, growth, training and output options of ``run`` and ``compare``."""
     m = ModelConfig()
     data = parser.add_argument_group("data")
-    data.add_argument("task", help=f"task to learn: {', '.join(TASKS)}")
+    data.add_argument("task", help=f"task to learn: {_names(TASKS)}")
     data.add_argument(
         "--data-dir",
         help="folder holding the data files (else $TOPOGROW_DATA_DIR, "
@@ -45,9 +222,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     net = parser.add_argument_group("network")
     net.add_argument(
         "--model",
-        choices=MODELS,
+        choices=list(MODELS),
         default=m.family,
-        help="mlp (ResidualMLP), cnn (ResidualCNN, two stages) or vit (ViT); default %(default)s",
+        help=f"{_names(MODELS)}; default %(default)s",
     )
     net.add_argument(
         "--width",
@@ -70,63 +247,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help='JSON file of growth settings (GrowthConfig fields, e.g. {"max_depth": 6, "lr": 0.003}); '
         "options given on the command line override it",
     )
-    grow.add_argument(
-        "--max-depth", type=int, default=d.max_depth, help="stop growing at this depth (default %(default)s)"
-    )
-    grow.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default=d.schedule,
-        help="when to grow: after a fixed number of epochs or on a validation plateau",
-    )
-    grow.add_argument(
-        "--epochs-per-stage",
-        type=int,
-        default=d.epochs_per_stage,
-        help="epochs between insertions (the cap, with --schedule plateau; default %(default)s)",
-    )
-    grow.add_argument("--patience", type=int, default=d.patience, help="plateau patience in epochs")
-    grow.add_argument(
-        "--final-epochs",
-        type=int,
-        default=d.final_epochs,
-        help="epochs of training after growth stops (default %(default)s)",
-    )
-    grow.add_argument(
-        "--tolerance",
-        type=float,
-        default=d.tolerance,
-        help="stop growing when every eigenvalue is <= this (default %(default)s)",
-    )
-    grow.add_argument(
-        "--growth-patience",
-        type=int,
-        default=d.growth_patience,
-        help="stop growing after this many stages without validation improvement",
-    )
-    grow.add_argument(
-        "--neurons",
-        type=int,
-        default=None,
-        help="active neurons per new layer (default: all with eigenvalue >= --rel-threshold times the largest)",
-    )
-    grow.add_argument(
-        "--block",
-        default=None,
-        help="grow by a registered block through the matrix-free path instead of the model's closed-form "
-        f"layer: {', '.join(sorted(BLOCKS))} (default: closed form)",
-    )
-    grow.add_argument(
-        "--rel-threshold",
-        type=float,
-        default=d.rel_threshold,
-        help="relative eigenvalue threshold for choosing neurons (default %(default)s)",
-    )
     train = parser.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
-    train.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
-    train.add_argument("--seed", type=int, default=d.seed, help="first seed (default %(default)s)")
-    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.set_defaults(growth_fields=_add_growth_options(grow, train, exclude))
     train.add_argument(
         "--threads",
         type=int,
@@ -139,15 +261,35 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, never breaking a line inside a hyphenated name (``forward-thinking``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
+class _RawDescriptionFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
+    """The top-level help: the description as written, the options as :class:`_Formatter` lays them out."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a bad option said in one line (no usage block): ``topogrow run: error: ...``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The ``topogrow`` parser; the names it lists (tasks, models, strategies, blocks, benchmarks,
+    bench sections) come from their registries, the growth options from :class:`GrowthConfig`."""
+    from topogrow.app.bench import SECTIONS
+    from topogrow.app.transfer_runner import BENCHMARKS
+
+    parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=_RawDescriptionFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench,transfer}")
     run_parser = verbs.add_parser(
         "run",
@@ -156,9 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
         "history and the test metric; write run.json and run.png.",
     )
     _add_common(run_parser)
-    growing = [name for name in growth_strategies() if name != "scratch"]
-    choices = ", ".join(f"{name} ({STRATEGIES.help(name)})" for name in growing)
-    run_parser.add_argument("--strategy", default="td", help=f"one of: {choices}")
     ckpt = run_parser.add_argument_group("checkpoints")
     ckpt.add_argument(
         "--checkpoint-every",
@@ -180,12 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every strategy over several seeds",
         description="Run strategies side by side over seeds; print a table; write compare.json and compare.png.",
     )
-    _add_common(compare_parser)
+    _add_common(compare_parser, exclude=("strategy",))  # compare runs the strategies of --strategies
     compare_parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
     compare_parser.add_argument(
         "--strategies",
         default=",".join(growth_strategies()),
-        help="comma-separated; default all: " + ", ".join(f"{n} ({STRATEGIES.help(n)})" for n in growth_strategies()),
+        help="comma-separated; default all: " + _strategies(growth_strategies()),
     )
     paper_parser = verbs.add_parser(
         "paper",
@@ -213,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
     bench_parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     bench_parser.add_argument("--data-dir", help="folder holding the data files (as for run)")
-    bench_parser.add_argument("--sections", help="comma-separated subset of the sections (default all)")
+    bench_parser.add_argument(
+        "--sections", help=f"comma-separated subset of the sections (default all): {_names(SECTIONS)}"
+    )
     bench_parser.add_argument("--out", type=Path, default=Path("results/bench.json"), help="(default %(default)s)")
     bench_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     transfer_parser = verbs.add_parser(
@@ -225,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(digits 0-4 -> 5-9; 10, 25, 50 images per class). Prints a table (target metric mean ± std, trainable "
         "parameters, wall time) and writes transfer.json, transfer.md and transfer.png (metric against samples).",
     )
-    transfer_parser.add_argument("benchmark", help="heat or mnist")
+    transfer_parser.add_argument("benchmark", help=f"one of: {_names(BENCHMARKS)}")
     transfer_parser.add_argument(
         "--samples", help="comma-separated target sizes (per class for mnist; default 50,100,200 / 10,25,50)"
     )
@@ -244,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_parser.add_argument("--lr", type=float, default=1e-3, help="(default %(default)s)")
     transfer_parser.add_argument("--batch-size", type=int, default=16, help="(default %(default)s)")
     transfer_parser.add_argument(
-        "--model", choices=MODELS, default="mlp", help="pretrained network (mnist: mlp, cnn or vit; default mlp)"
+        "--model", choices=list(MODELS), default="mlp", help="pretrained network (mnist: mlp, cnn or vit; default mlp)"
     )
     transfer_parser.add_argument("--width", type=int, default=64, help="(default %(default)s)")
     transfer_parser.add_argument(
@@ -320,37 +461,19 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {write_results(results, args.out)}")
 
 
-def _given_options(argv: list[str]) -> set[str]:
-    """The long options written on the command line (``--lr 0.1`` and ``--lr=0.1`` both count)."""
-    return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-
-
-def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, ModelConfig]:
-    """The growth and model configs: defaults, then ``--config FILE``, then the options given."""
-    values = dict(
-        strategy=strategy,
-        max_depth=args.max_depth,
-        schedule=args.schedule,
-        epochs_per_stage=args.epochs_per_stage,
-        patience=args.patience,
-        final_epochs=args.final_epochs,
-        tolerance=args.tolerance,
-        growth_patience=args.growth_patience,
-        neurons=args.neurons,
-        rel_threshold=args.rel_threshold,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        block=args.block,
-    )
+def _configs(args: argparse.Namespace, strategy: str | None = None) -> tuple[GrowthConfig, ModelConfig]:
+    """The growth and model configs: defaults, then ``--config FILE``, then the options given
+    (``strategy``, if given, replaces the strategy: ``compare`` starts from ``td``)."""
+    values = {name: getattr(args, name) for name in args.growth_fields}
+    if strategy is not None:
+        values["strategy"] = strategy
     if args.config is not None:
         GrowthConfig.from_json(args.config)  # validates, naming the file
-        given = _given_options(args.argv)
+        given = getattr(args, "given_fields", set())
         for key, value in json.loads(args.config.read_text()).items():
             if key == "strategy" and args.verb == "compare":
                 continue  # compare runs the strategies of --strategies
-            if f"--{key.replace('_', '-')}" not in given:
+            if key not in given:
                 values[key] = value
     growth = GrowthConfig(**values)
     model = ModelConfig(
@@ -360,7 +483,7 @@ def _configs(args: argparse.Namespace, strategy: str) -> tuple[GrowthConfig, Mod
 
 
 def _run(args: argparse.Namespace) -> None:
-    growth, model = _configs(args, args.strategy)
+    growth, model = _configs(args)
     if growth.strategy == "scratch":
         raise ValueError("'scratch' needs a td run to copy the architecture from: use 'topogrow compare'")
     if args.checkpoint_every < 0:
@@ -420,23 +543,18 @@ def _compare(args: argparse.Namespace) -> None:
     out = args.out or Path("results") / f"compare-{args.task}"
     json_path = write_json_atomic(out / "compare.json", comparison.to_dict())
     png_path = plot_comparison(comparison, out / "compare.png")
-    (out / "compare.md").write_text(comparison_table(comparison) + "\n")
+    write_text_atomic(out / "compare.md", comparison_table(comparison) + "\n")
     print(f"wrote {json_path}, {png_path} and {out / 'compare.md'}")
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"topogrow: warning: {_one_line(Warning(message))}", file=sys.stderr if file is None else file)
+    print(f"topogrow: warning: {one_line(Warning(message))}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.argv = argv
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line
@@ -450,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
                 raise
-            print(f"topogrow: error: {_one_line(error)}", file=sys.stderr)
+            print(f"topogrow: error: {one_line(error)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("topogrow: interrupted", file=sys.stderr)
@@ -459,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 raise
             print(
-                f"topogrow: internal error ({type(error).__name__}): {_one_line(error)} (rerun with --debug for the "
+                f"topogrow: internal error ({type(error).__name__}): {one_line(error)} (rerun with --debug for the "
                 "traceback)",
                 file=sys.stderr,
             )

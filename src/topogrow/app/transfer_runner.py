@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,20 +42,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from topogrow._validation import unknown_name_error
+from topogrow._io import write_json_atomic, write_text_atomic
+from topogrow._registry import Registry
+from topogrow._validation import check_int, unknown_name_error
 from topogrow.app.experiment import ModelConfig, build_model
-from topogrow.app.report import save_figure, write_json_atomic
-from topogrow.app.tasks import Task
+from topogrow.app.report import save_figure
+from topogrow.app.task import Task
 from topogrow.core.losses import resolve_loss
 from topogrow.growth.data import TensorBatches
 from topogrow.growth.strategies import transfer_strategies
 from topogrow.growth.training import optimizer_factory, rebuild_optimizer, train_epoch
 from topogrow.growth.transfer import adapt
 
-BENCHMARKS: tuple[str, ...] = ("heat", "mnist")
 STRATEGIES: tuple[str, ...] = (*transfer_strategies(), "target-only")
-DEFAULT_SAMPLES = {"heat": (50, 100, 200), "mnist": (10, 25, 50)}
-SAMPLE_LABEL = {"heat": "target samples", "mnist": "target samples per class"}
 HEAT_SOURCE_LENGTH, HEAT_TARGET_LENGTH = 0.2, 0.1
 HEAT_TARGET_MODES = 128
 HEAT_INPUT_GRID = 16
@@ -100,6 +99,25 @@ class TransferData:
         val = torch.as_tensor(np.sort(np.concatenate([c[:n_val] for c in chosen])))
         pair = lambda index: (self.pool[0][index], self.pool[1][index])  # noqa: E731
         return pair(train), (pair(val) if n_val else None)
+
+
+@dataclass
+class Benchmark:
+    """One transfer benchmark, registered by name in :data:`BENCHMARKS`.
+
+    Attributes:
+        data: ``(seed, data_dir) -> TransferData``, the source task and the target pool of one seed.
+        samples: the default target training sizes.
+        sample_label: what a size counts (``"target samples"``, ``"target samples per class"``).
+    """
+
+    data: Callable[[int, str | None], TransferData]
+    samples: tuple[int, ...]
+    sample_label: str = "target samples"
+
+
+#: Every transfer benchmark by name (``topogrow transfer BENCHMARK``).
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
 
 def _tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -159,13 +177,16 @@ def mnist_data(seed: int, data_dir: str | None = None) -> TransferData:
     return TransferData(task, pair(pool, 5), pair(held_out, 5), pool_groups=labels[pool])
 
 
-DATA = {"heat": heat_data, "mnist": mnist_data}
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+BENCHMARKS.register(
+    "heat",
+    Benchmark(heat_data, samples=(50, 100, 200)),
+    help="heat conduction parameter-to-observable map, covariance length 0.2 -> 0.1",
+)
+BENCHMARKS.register(
+    "mnist",
+    Benchmark(mnist_data, samples=(10, 25, 50), sample_label="target samples per class"),
+    help="MNIST digits 0-4 -> 5-9",
+)
 
 
 @dataclass
@@ -173,7 +194,7 @@ class TransferConfig:
     """One ``topogrow transfer`` run; validated on construction.
 
     ``samples`` are target training sizes (per class for ``mnist``; default
-    :data:`DEFAULT_SAMPLES`). The pretrained network is ``model`` of ``width`` with
+    the benchmark's :attr:`Benchmark.samples`). The pretrained network is ``model`` of ``width`` with
     ``depth`` residual layers, trained ``pretrain_epochs`` epochs on the source. Each
     adaptation inserts ``n_layers`` layers (the LoRA baseline is matched to them) and
     trains for about ``steps`` Adam steps of ``batch_size`` at ``lr``. ``val_fraction`` of
@@ -198,13 +219,12 @@ class TransferConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise unknown_name_error("benchmark", self.benchmark, BENCHMARKS)
-        self.samples = tuple(DEFAULT_SAMPLES[self.benchmark] if self.samples is None else self.samples)
+        benchmark = BENCHMARKS[self.benchmark]  # an unknown name: "did you mean"
+        self.samples = tuple(benchmark.samples if self.samples is None else self.samples)
         if not self.samples:
             raise ValueError("samples must list at least one size")
         for size in self.samples:
-            _positive_int("each sample size", size)
+            check_int("each sample size", size, minimum=1)
         if not self.strategies:
             raise ValueError("strategies must list at least one strategy")
         self.strategies = tuple(self.strategies)
@@ -212,7 +232,7 @@ class TransferConfig:
             if strategy not in STRATEGIES:
                 raise unknown_name_error("strategy", strategy, STRATEGIES)
         for name in ("seeds", "n_layers", "steps", "batch_size", "width", "depth", "pretrain_epochs"):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), minimum=1)
         if (
             isinstance(self.lr, bool)
             or not isinstance(self.lr, (int, float))
@@ -337,7 +357,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
     total = config.seeds * len(config.samples) * len(config.strategies)
     bar = tqdm(total=total, desc=f"transfer {config.benchmark}", disable=not progress, unit="run")
     for seed in range(config.seeds):
-        data = DATA[config.benchmark](seed, config.data_dir)
+        data = BENCHMARKS[config.benchmark].data(seed, config.data_dir)
         task = data.source.flattened() if config.model == "mlp" else data.source
         if results is None:
             results = TransferResults(config, f"target {task.metric_name}")
@@ -357,7 +377,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
             val = None if val is None else (_flat(val[0], config.model), val[1])
             epochs = _epochs(len(x), config.batch_size, config.steps)
             for strategy in config.strategies:
-                bar.set_postfix_str(f"seed {seed}, {size} {SAMPLE_LABEL[config.benchmark]}, {strategy}")
+                bar.set_postfix_str(f"seed {seed}, {size} {BENCHMARKS[config.benchmark].sample_label}, {strategy}")
                 began = time.perf_counter()
                 fresh = strategy == "target-only"
                 adapted = adapt(
@@ -400,7 +420,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
 def transfer_table(results: TransferResults) -> str:
     """Markdown: per strategy, trainable parameters, the target metric (mean ± std) per size, wall time."""
     config = results.config
-    label = SAMPLE_LABEL[config.benchmark]
+    label = BENCHMARKS[config.benchmark].sample_label
     summary = results.summary()
     by = {(r["strategy"], r["samples"]): r for r in summary}
     pick = max if results.higher_better else min
@@ -466,7 +486,7 @@ def plot_transfer(results: TransferResults, path: str | Path) -> Path:
     axes.axhline(before, color="gray", linestyle="--", label="pretrained, not adapted")
     axes.set_xscale("log")
     axes.set_xticks(list(config.samples), [str(s) for s in config.samples])
-    axes.set_xlabel(SAMPLE_LABEL[config.benchmark])
+    axes.set_xlabel(BENCHMARKS[config.benchmark].sample_label)
     axes.set_ylabel(results.metric_name)
     if not results.higher_better:
         axes.set_yscale("log")
@@ -481,10 +501,9 @@ def write_transfer(results: TransferResults, out: str | Path) -> tuple[Path, Pat
     """``out/transfer.json``, ``out/transfer.md`` (the table) and ``out/transfer.png``."""
     out = Path(out)
     json_path = write_json_atomic(out / "transfer.json", results.to_dict())
-    md_path = out / "transfer.md"
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(f"# Transfer learning: {results.config.benchmark}\n\n{transfer_table(results)}\n")
-    tmp.replace(md_path)
+    md_path = write_text_atomic(
+        out / "transfer.md", f"# Transfer learning: {results.config.benchmark}\n\n{transfer_table(results)}\n"
+    )
     return json_path, md_path, plot_transfer(results, out / "transfer.png")
 
 

@@ -27,7 +27,6 @@ A model saved with :func:`save` is a folder with ``model.json`` and ``model.safe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -45,6 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from topogrow._io import fsync_dir as _fsync_dir
+from topogrow._io import write_atomic as _write_atomic
+from topogrow._io import write_synced as _write_bytes
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
 from topogrow.nn.growable import MODELS
@@ -97,36 +99,6 @@ MODEL_CLASSES: Mapping[str, type[nn.Module]] = _ModelClasses()
 
 
 # ------------------------------------------------------------------ files
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        _write_bytes(Path(tmp), data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _json_bytes(payload: Any) -> bytes:
     return (json.dumps(payload, indent=1, allow_nan=True) + "\n").encode()
 

@@ -5,6 +5,7 @@
 * :mod:`topogrow.app.pde.navier_stokes` — 2D periodic Navier–Stokes (vorticity form, pseudo-spectral):
   initial vorticity from sparse observations at time T, and wind (velocity) reconstruction from point sensors.
 
-Submodules are not imported here: they import :mod:`topogrow.app.tasks` (for ``Task``), which may in turn
-register their task factories, so importing them eagerly from this package could be circular.
+They build on :mod:`topogrow.app.task` (``Task``, the split, the relative-L2 metric), a leaf; the task
+registry (:mod:`topogrow.app.tasks`) imports them only when a PDE task is made, so ``import topogrow.app``
+does not load them. They are not imported here for the same reason.
 """

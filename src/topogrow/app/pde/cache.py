@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from topogrow._io import write_atomic
 from topogrow.app.datasets import DATA_ENV
 
 
@@ -21,15 +22,8 @@ def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` as ``.npz`` through a temporary file in the same folder and
-    ``os.replace``, so a crash never leaves a half-written cache under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; the cache is shared data
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` as ``.npz`` atomically (:func:`topogrow._io.write_atomic`), so a
+    crash never leaves a half-written cache under the real name; readable by everyone (shared data)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue(), mode=0o644)

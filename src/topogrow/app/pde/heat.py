@@ -89,7 +89,7 @@ import scipy.sparse.linalg as spla
 import torch
 
 from topogrow.app.pde.cache import cache_root, save_npz_atomic
-from topogrow.app.tasks import Task, split_and_standardise
+from topogrow.app.task import Task, relative_l2_error, split_and_standardise
 
 #: Bumped whenever the generator changes what it produces (part of the cache key).
 GENERATOR_VERSION = 1
@@ -429,13 +429,6 @@ class HeatTask(Task):
         if self.metric == "mse":
             return super().score(model, batch_size)
         return relative_l2_error(self.predict_test(model, batch_size), self.y_test)
-
-
-def relative_l2_error(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
-    """Mean over samples (rows) of ``||prediction - target||_2 / ||target||_2``."""
-    p = torch.as_tensor(prediction, dtype=torch.float64).reshape(len(prediction), -1)
-    t = torch.as_tensor(target, dtype=torch.float64).reshape(len(target), -1)
-    return float(((p - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-300)).mean())
 
 
 def _split(X: np.ndarray, y: np.ndarray, seed: int, n_train: int | None) -> list[np.ndarray]:

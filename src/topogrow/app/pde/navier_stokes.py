@@ -73,7 +73,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +81,7 @@ import scipy.fft as sfft
 import torch
 
 from topogrow.app.pde.cache import cache_root, save_npz_atomic
-from topogrow.app.tasks import Task
+from topogrow.app.task import RelativeL2Task
 
 __all__ = [
     "NavierStokesConfig",
@@ -395,35 +395,6 @@ def _noisy(clean: np.ndarray, level: float, seed: int) -> np.ndarray:
     flat = clean.reshape(len(clean), -1).astype(np.float64)
     rms = np.sqrt((flat**2).mean(axis=1, keepdims=True))
     return flat + level * rms * np.random.default_rng(seed).standard_normal(flat.shape)
-
-
-@dataclass
-class RelativeL2Task(Task):
-    """A regression task scored by the mean relative L2 error ``‖ŷ − y‖₂ / ‖y‖₂`` over test samples.
-
-    ``percent`` reports it in percent. Targets are stored divided by ``target_scale`` (a scalar,
-    which leaves the relative error unchanged): multiply predictions by it for physical units.
-    """
-
-    percent: bool = False
-    target_scale: float = 1.0
-    description: str = field(default="", repr=False)
-
-    @property
-    def metric_name(self) -> str:
-        return "test relative L2 error" + (" (%)" if self.percent else "")
-
-    def relative_error(self, prediction: torch.Tensor, target: torch.Tensor | None = None) -> float:
-        """Mean relative L2 error of ``prediction`` against ``target`` (default the test targets)."""
-        target = self.y_test if target is None else target
-        prediction = prediction.reshape(len(target), -1).double().cpu()
-        target = target.reshape(len(target), -1).double().cpu()
-        error = (prediction - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-300)
-        return float(error.mean()) * (100.0 if self.percent else 1.0)
-
-    @torch.no_grad()
-    def score(self, model: torch.nn.Module, batch_size: int = 2048) -> float:
-        return self.relative_error(self.predict_test(model, batch_size))
 
 
 N_TEST, N_VAL, N_POOL = 500, 250, 1000
