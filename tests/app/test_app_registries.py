@@ -67,10 +67,10 @@ def test_help_lists_every_registered_task(verb):
     text = " ".join(result.stdout.split())
     for name in TASKS:  # whole: a hyphenated name is never broken across lines
         assert f"{name} (" in text, name
-    from topogrow.growth import STRATEGIES
+    from topogrow.growth.strategies import growth_strategies
     from topogrow.nn.blocks import BLOCKS
 
-    for name in [*(s for s in STRATEGIES if verb == "compare" or s != "scratch"), *BLOCKS]:
+    for name in [*(s for s in growth_strategies() if verb == "compare" or s != "scratch"), *BLOCKS]:
         assert f" {name}" in text and f"{name.split('-')[0]}- " not in text, name
     assert "--max-depth" in text and "--lr" in text and "--weight-decay" in text
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from topogrow import core
 from topogrow.app import cli
 from topogrow.app.cli import main
-from topogrow.growth import grower as grower_module
 
 # -------------------------------------------------------------------- CLI
 SMALL = ["--width", "8", "--epochs-per-stage", "1", "--final-epochs", "1", "--max-depth", "2", "--quiet"]
@@ -89,7 +89,7 @@ def test_debug_prints_the_traceback_of_a_bad_input(tmp_path):
 
 
 def test_a_skipped_insertion_is_a_one_line_warning_and_the_run_goes_on(monkeypatch, tmp_path, capsys):
-    real, calls = grower_module.topological_derivative, []
+    real, calls = core.topological_derivative, []
 
     def faulty(*args, **kwargs):
         calls.append(1)
@@ -97,7 +97,7 @@ def test_a_skipped_insertion_is_a_one_line_warning_and_the_run_goes_on(monkeypat
             raise FloatingPointError("the Hessian blocks contain NaN or inf: the adjoints are not finite")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(grower_module, "topological_derivative", faulty)
+    monkeypatch.setattr(core, "topological_derivative", faulty)
     argv = ["run", "synthetic", *SMALL, "--max-depth", "2", "--growth-patience", "3", "--out", str(tmp_path)]
     assert main(argv) == 0
     captured = capsys.readouterr()

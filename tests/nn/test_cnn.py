@@ -14,8 +14,9 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from topogrow import STRATEGIES, Grower, GrowthConfig, topological_derivative
+from topogrow import Grower, GrowthConfig, topological_derivative
 from topogrow.core.layer_kinds import Conv2d
+from topogrow.growth.strategies import growth_strategies
 from topogrow.nn import ResidualCNN, ResidualConv, SiLUTanh
 
 IN_CHANNELS = 2
@@ -265,7 +266,7 @@ def test_forward_checks_input_shape():
 
 
 # ---------------------------------------------------------- 5. growth
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", growth_strategies())
 def test_every_strategy_grows_a_cnn(strategy):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(48, 1, 6, 6, generator=g, dtype=torch.float64)

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from topogrow import Grower, GrowthConfig, topological_derivative
-from topogrow.growth import STRATEGIES
+from topogrow.growth.strategies import growth_strategies
 from topogrow.nn.vit import ViT
 
 LOSSES = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
@@ -71,7 +71,7 @@ def test_zero_insertion_is_identity_and_errors_are_clear():
         ViT(image_size=8, patch_size=4, activation=torch.nn.GELU())
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", growth_strategies())
 def test_every_strategy_grows_a_vit(strategy):
     model, x, y = make("cross_entropy", depth=1)
     config = GrowthConfig(

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from topogrow.growth.context import Proposal, StageContext
 from topogrow.growth.history import EpochRecord, StageRecord
 from topogrow.growth.line_search import LineSearchResult
-
-if TYPE_CHECKING:  # only for annotations: the grower imports this module
-    from topogrow.growth.context import Proposal, StageContext
-    from topogrow.growth.grower import Grower
 
 __all__ = ["Callback", "FixedArchitecture", "Freeze", "Insertion", "ProgressBar", "RestoreBest", "StopRules"]
 
@@ -67,21 +64,25 @@ class Insertion:
 
 
 class Callback:
-    """Base class: hooks into the growth loop, each a no-op by default."""
+    """Base class: hooks into the growth loop, each a no-op by default.
 
-    def on_fit_start(self, grower: Grower) -> None:
+    Every hook gets the :class:`~topogrow.growth.grower.Grower` running the fit first (its
+    ``model``, ``config``, ``history``, ``optimizer``, ``progress``; ``stop_growth(reason)``).
+    """
+
+    def on_fit_start(self, grower) -> None:
         """Before the first epoch of :meth:`Grower.fit` (also when it resumes a run)."""
 
-    def on_epoch_end(self, grower: Grower, record: EpochRecord) -> None:
+    def on_epoch_end(self, grower, record: EpochRecord) -> None:
         """After each epoch, growth or final phase."""
 
-    def on_stage_end(self, grower: Grower, context: StageContext) -> None:
+    def on_stage_end(self, grower, context: StageContext) -> None:
         """At the end of a growth stage, before the decision (see the module docstring)."""
 
-    def on_insert(self, grower: Grower, insertion: Insertion) -> None:
+    def on_insert(self, grower, insertion: Insertion) -> None:
         """After a layer was inserted and the optimiser rebuilt."""
 
-    def on_fit_end(self, grower: Grower) -> None:
+    def on_fit_end(self, grower) -> None:
         """After the last epoch."""
 
     def state_dict(self) -> dict[str, Any]:

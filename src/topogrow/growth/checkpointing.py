@@ -5,31 +5,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from topogrow.growth import distributed
 from topogrow.growth.checkpoint import Checkpointer, check_rebuildable
-
-if TYPE_CHECKING:
-    from topogrow.growth.grower import Grower
+from topogrow.growth.distributed import barrier, is_main_process
 
 
 class RunCheckpoints:
     """Checkpoints of one :meth:`Grower.fit`: after every stage, every ``every`` epochs
     (0: never in between) and at the end, into ``directory`` (``None``: none are written).
 
-    In a distributed run process 0 writes and the others wait at a barrier.
+    In a distributed run process 0 writes and the others wait at a barrier. ``grower`` is the
+    :class:`~topogrow.growth.grower.Grower` whose run it saves.
     """
 
     def __init__(
-        self, grower: Grower, directory: str | Path | None, every: int = 0, keep: int = 2, resumed: Path | None = None
+        self, grower, directory: str | Path | None, every: int = 0, keep: int = 2, resumed: Path | None = None
     ) -> None:
         self.grower, self.every = grower, every
         self.enabled = directory is not None
         self.writer: Checkpointer | None = None
         if self.enabled:
             check_rebuildable(grower.model)  # fail now, not at the first checkpoint
-            if distributed.is_main_process():
+            if is_main_process():
                 self.writer = Checkpointer(directory, keep, resumed_from=resumed)
         self.saved = resumed is not None  # the state is the checkpoint's
 
@@ -61,7 +59,7 @@ class RunCheckpoints:
         grower = self.grower
         if self.writer is None:
             if self.enabled and grower.distributed_run.active:
-                distributed.barrier()
+                barrier()
                 self.saved = True
             return
         state = grower.progress
@@ -90,7 +88,7 @@ class RunCheckpoints:
         )
         self.saved = True
         if grower.distributed_run.active:
-            distributed.barrier()
+            barrier()
 
     def save_if_changed(self) -> None:
         """A final checkpoint unless the last one already holds this state."""

@@ -11,7 +11,7 @@ import torch
 from scipy.sparse.linalg import ArpackError
 from torch import nn
 
-from topogrow import core
+import topogrow.core as core
 from topogrow._validation import one_line
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.config import GrowthConfig

@@ -21,13 +21,13 @@ import torch
 
 from topogrow._validation import check_int, one_line
 from topogrow.core.losses import Loss, resolve_loss
-from topogrow.growth import distributed
 from topogrow.growth.callbacks import Callback, Insertion, ProgressBar, StopRules
 from topogrow.growth.checkpoint import Checkpoint, load_optimizer_state, read_checkpoint, restore_rng
 from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageContext, StageFault, StopGrowth
 from topogrow.growth.data import DataSource, check_block, check_compatible, check_data_kind
+from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_proposal
 from topogrow.growth.schedules import Schedule, make_schedule
@@ -137,7 +137,7 @@ class Grower:
         self.metadata: dict[str, Any] = {}
         #: Generators whose states a checkpoint keeps (besides the global RNGs), set by ``fit``.
         self.generators: dict[str, torch.Generator] = {"grower": self.generator}
-        self.distributed_run = distributed.DistributedRun()
+        self.distributed_run = DistributedRun()
         self.start_time = time.perf_counter()
         self.train_source: DataSource | None = None
         self.val_source: DataSource | None = None
@@ -186,7 +186,7 @@ class Grower:
     @property
     def distributed(self) -> bool:
         """Whether :meth:`fit` runs over several processes (a process group of more than one)."""
-        return distributed.is_distributed()
+        return is_distributed()
 
     def fit(
         self,
@@ -229,7 +229,7 @@ class Grower:
             check_block(self.model, cfg.block, probe)
         if self.val_source is not None:
             check_compatible(self.model, self.val_source, "val", self.loss_name)
-        self.distributed_run = distributed.DistributedRun()
+        self.distributed_run = DistributedRun()
         self.distributed_run.check(cfg.block, self.train_source.loader)
         self._line_search_data = line_search_data
         resume = self._resume
@@ -241,7 +241,7 @@ class Grower:
         if isinstance(shuffler, torch.Generator) and shuffler.device.type == "cpu":
             self.generators["train"] = shuffler
         callbacks = list(self.callbacks)
-        if progress and distributed.is_main_process():
+        if progress and is_main_process():
             callbacks.append(ProgressBar(cfg.strategy))
         self.progress = Progress()
         if resume is not None:
@@ -344,7 +344,7 @@ class Grower:
         cfg = self.config
         data = self._line_search_data
         if data is None:  # each process evaluates its share; the loss is averaged over all
-            data = self.train_source.subset(math.ceil(cfg.line_search_samples / distributed.world_size()))
+            data = self.train_source.subset(math.ceil(cfg.line_search_samples / world_size()))
         reduce = self.distributed_run.reduce
         layer, search = insert_proposal(
             self.model,
