@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import json
 import re
@@ -37,6 +38,10 @@ examples:
   topogrow run california --strategy td --max-depth 6 --out results/run
   topogrow compare california --seeds 3 --out results/compare
   topogrow compare synthetic --seeds 2 --strategies td,random --epochs-per-stage 3
+  topogrow --plugin my_strategies compare synthetic --strategies td,mine
+
+--plugin MODULE imports MODULE first (before any verb), so the strategies, schedules,
+blocks, models and tasks it registers show in --help and can be chosen.
 """
 
 # ------------------------------------------------------------------ options from GrowthConfig
@@ -551,9 +556,33 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"topogrow: warning: {one_line(Warning(message))}", file=sys.stderr if file is None else file)
 
 
+def _import_plugins(argv: list[str]) -> list[str]:
+    """Import the modules of ``--plugin MODULE`` (before the parser is built, so that what they
+    register shows in ``--help`` and can be chosen); returns ``argv`` without them."""
+    rest, index = [], 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--plugin" or token.startswith("--plugin="):
+            name = token.split("=", 1)[1] if "=" in token else (argv[index + 1] if index + 1 < len(argv) else "")
+            index += 1 if "=" in token else 2
+            problem = "needs a module name" if not name else None
+            if name:
+                try:
+                    importlib.import_module(name)
+                except ImportError as error:
+                    problem = f"cannot import {name!r} ({one_line(error)})"
+            if problem:
+                print(f"topogrow: error: --plugin {problem}", file=sys.stderr)
+                raise SystemExit(2)
+            continue
+        rest.append(token)
+        index += 1
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _import_plugins(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         if not args.debug:

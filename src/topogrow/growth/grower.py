@@ -142,6 +142,7 @@ class Grower:
         self.train_source: DataSource | None = None
         self.val_source: DataSource | None = None
         self._line_search_data = None
+        self._fit_callbacks: list[Callback] = list(self.callbacks)
         self._checkpoints: RunCheckpoints | None = None
         self._resume: Checkpoint | None = None
 
@@ -215,40 +216,20 @@ class Grower:
         and training goes on; a training or validation loss that becomes NaN or inf raises
         ``FloatingPointError`` naming the last good checkpoint.
         """
-        cfg = self.config
         check_int("checkpoint_every", checkpoint_every, minimum=0)
-        check_data_kind(train, "train")
-        if val is not None:
-            check_data_kind(val, "val")
-        self.train_source = DataSource.from_data(train, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
-        self.val_source = None
-        if val is not None:
-            self.val_source = DataSource.from_data(val, "val", cfg.validation_batch_size, shuffle=False, seed=cfg.seed)
-        probe = check_compatible(self.model, self.train_source, "train", self.loss_name)
-        if cfg.block is not None:
-            check_block(self.model, cfg.block, probe)
-        if self.val_source is not None:
-            check_compatible(self.model, self.val_source, "val", self.loss_name)
-        self.distributed_run = DistributedRun()
-        self.distributed_run.check(cfg.block, self.train_source.loader)
+        self._open_data(train, val)
         self._line_search_data = line_search_data
         resume = self._resume
         self._checkpoints = RunCheckpoints(
             self, checkpoint_dir, checkpoint_every, keep_checkpoints, None if resume is None else resume.path
         )
-        self.generators = {"grower": self.generator}
-        shuffler = getattr(self.train_source.loader, "generator", None)
-        if isinstance(shuffler, torch.Generator) and shuffler.device.type == "cpu":
-            self.generators["train"] = shuffler
-        callbacks = list(self.callbacks)
-        if progress and is_main_process():
-            callbacks.append(ProgressBar(cfg.strategy))
-        self.progress = Progress()
+        self.generators = self._generators_to_keep()
+        bar = [ProgressBar(self.config.strategy)] if progress and is_main_process() else []
+        self._fit_callbacks = [*self.callbacks, *bar]
+        self.progress = Progress() if resume is None else Progress.from_dict(resume.progress)
         if resume is not None:
-            self.progress = Progress.from_dict(resume.progress)
             self._load_callback_states(resume.callbacks)
         self.start_time = time.perf_counter() - self.progress.elapsed
-        self._fit_callbacks = callbacks
         try:
             self._call("on_fit_start")
             self.optimizer = rebuild_optimizer(None, self.model.parameters(), self.make_optimizer)
@@ -258,9 +239,8 @@ class Grower:
             self._loop()
             self._call("on_fit_end")
         except BaseException:
-            for callback in callbacks:
-                if isinstance(callback, ProgressBar):
-                    callback.on_fit_end(self)  # close the bar, whatever went wrong
+            for callback in bar:
+                callback.on_fit_end(self)  # close the bar, whatever went wrong
             raise
         finally:
             self.distributed_run.parameters_changed()
@@ -390,6 +370,32 @@ class Grower:
         return record
 
     # --------------------------------------------------------------- internals
+    def _open_data(self, train, val) -> None:
+        """The training and validation sources, checked against the model, the loss and the processes."""
+        cfg = self.config
+        check_data_kind(train, "train")
+        if val is not None:
+            check_data_kind(val, "val")
+        self.train_source = DataSource.from_data(train, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+        self.val_source = None
+        if val is not None:
+            self.val_source = DataSource.from_data(val, "val", cfg.validation_batch_size, shuffle=False, seed=cfg.seed)
+        probe = check_compatible(self.model, self.train_source, "train", self.loss_name)
+        if cfg.block is not None:
+            check_block(self.model, cfg.block, probe)
+        if self.val_source is not None:
+            check_compatible(self.model, self.val_source, "val", self.loss_name)
+        self.distributed_run = DistributedRun()
+        self.distributed_run.check(cfg.block, self.train_source.loader)
+
+    def _generators_to_keep(self) -> dict[str, torch.Generator]:
+        """The generators a checkpoint keeps: the grower's and the training shuffler's."""
+        generators = {"grower": self.generator}
+        shuffler = getattr(self.train_source.loader, "generator", None)
+        if isinstance(shuffler, torch.Generator) and shuffler.device.type == "cpu":
+            generators["train"] = shuffler
+        return generators
+
     def _stage_record(self) -> StageRecord:
         """This stage's record, from its last epoch (NaN losses for a stage without epochs)."""
         state = self.progress
