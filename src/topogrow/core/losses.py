@@ -1,4 +1,4 @@
-"""Loss functions J = (1/S) sum_s Phi(y_hat_s, y_s), as batch means.
+"""Loss functions J = (1/S) sum_s Phi(y_hat_s, y_s), as batch means, by name.
 
 Every loss here returns the *mean* over the samples of a batch, like
 ``torch.nn.functional.mse_loss``; the streaming code rescales each batch by
@@ -12,20 +12,19 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from topogrow._validation import unknown_name_error
+from topogrow._registry import Registry
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-LOSSES: dict[str, Loss] = {
-    "mse": F.mse_loss,
-    "cross_entropy": F.cross_entropy,
-}
+#: Losses by name: ``loss(prediction, target) -> batch-mean scalar``.
+LOSSES: Registry[Loss] = Registry("loss")
+LOSSES.register("mse", F.mse_loss, help="mean squared error (regression)")
+LOSSES.register("cross_entropy", F.cross_entropy, help="cross-entropy of logits against class labels")
+register_loss = LOSSES.register
 
 
 def resolve_loss(loss: str | Loss) -> Loss:
-    """Return the loss callable for a name (``"mse"``, ``"cross_entropy"``) or a callable."""
+    """Return the loss callable for a registered name (``"mse"``, ``"cross_entropy"``) or a callable."""
     if callable(loss):
         return loss
-    if isinstance(loss, str) and loss in LOSSES:
-        return LOSSES[loss]
-    raise unknown_name_error("loss", loss, LOSSES)
+    return LOSSES[loss]

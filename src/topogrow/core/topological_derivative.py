@@ -15,8 +15,8 @@ Two solvers give the same leading eigenpairs (to the iterative tolerance):
   each (:func:`~topogrow.core.eigen.iterative_block_eigenpairs`).
 
 ``"auto"`` picks the cheaper by :func:`solver_costs`: blocks for narrow layers,
-the iterative solver once ``m`` is a few hundred (width 1024: seconds instead of
-minutes, and megabytes instead of the 8.6 GB the blocks would take).
+the iterative solver once ``m`` is a few hundred (its memory is ``S P (n + m)``, not
+the ``n m^2`` of the blocks: megabytes instead of 8.6 GB at width 1024).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from torch import nn
 from topogrow._io import fsync_dir as _fsync_dir
 from topogrow._io import write_atomic as _write_atomic
 from topogrow._io import write_synced as _write_bytes
+from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
 from topogrow.nn.growable import MODELS
@@ -554,8 +555,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int = 2, resumed_from: Path | None = None) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        check_int("keep", keep, minimum=1)
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"{self.directory}: the checkpoint directory is a file")

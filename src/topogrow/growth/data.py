@@ -21,7 +21,7 @@ class TensorBatches:
     """Mini-batches of an in-memory ``(X, y)`` pair by slicing a (seeded) permutation.
 
     Same batches as ``DataLoader(TensorDataset(X, y), shuffle=...)`` would give in
-    spirit, without per-sample indexing and collation (10x faster for small models).
+    spirit, without per-sample indexing and collation.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> None:

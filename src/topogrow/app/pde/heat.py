@@ -21,7 +21,7 @@ with the face conductivity the harmonic mean ``2 k_P k_N / (k_P + k_N)`` of the 
 arithmetic mean). On a boundary face the neighbour is the wall value ``u = 0`` at distance ``h/2``, so the
 coefficient is ``2 k_P / h^2``. The matrix is symmetric positive definite; it is assembled with
 ``scipy.sparse`` and solved with a sparse LU (``scipy.sparse.linalg.splu``). The scheme is second order:
-``tests/test_pde_heat.py`` checks the error against a manufactured solution on grids 16, 32 and 64.
+``tests/app/test_pde_heat.py`` checks the error against a manufactured solution on grids 16, 32 and 64.
 
 **Random field** (:func:`kl_basis`). ``m`` is a Gaussian random field with mean ``mean`` (0) and the
 squared-exponential covariance ``C(x, x') = sigma^2 exp(-|x - x'|^2 / (2 l^2))`` (``sigma = 1``,
@@ -66,9 +66,6 @@ for training, of which ``n_train`` are kept). Inputs are standardised with the t
   (the 32 x 32 cell values averaged over 2 x 2 blocks), flattened in ``[i, j]`` order, not rescaled.
   Metric: **mean relative L2 error** ``mean_i ||m_hat_i - m_i|| / ||m_i||`` over the test samples
   (predicting zeros scores 1).
-
-Generating the default 2,500 samples takes about 12 s on two cores (each sample is one sparse LU solve
-with 1,024 unknowns, about 4 ms; the basis is one 32 x 32 eigendecomposition); later calls load the cache.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ operator benchmark:
   ``ω̂_k = σ (4π²|k|² + τ²)^(−α/2) ξ_k`` with ``ξ_k`` complex standard normal (Hermitian), ``ξ_0 = 0``,
   truncated to the kept modes (standard deviation of ω ≈ 0.19);
 * solved in single precision (complex64; relative difference from a float64 solve with ``dt/4``:
-  5e-7) in chunks of 250 samples (1,000 samples: about 57 s on two busy CPU cores); chunk ``c`` draws its initial
+  5e-7) in chunks of 250 samples; chunk ``c`` draws its initial
   fields from ``numpy.random.default_rng([seed, c])``, so a data set of ``n`` samples is the first
   ``n`` samples of any larger one;
 * stored per sample (float32): the initial vorticity and the vorticity and velocity at ``T`` on a
