@@ -13,7 +13,7 @@ import torch
 import helpers
 from topogrow import Callback, Grower, GrowthConfig, Proposal, ResidualMLP, Strategy, register_strategy
 from topogrow.app.cli import main
-from topogrow.growth import SCHEDULES, STRATEGIES, register_schedule
+from topogrow.growth import SCHEDULES, STRATEGIES, JSONLinesLogger, register_schedule
 from topogrow.growth.schedules import FixedEpochs
 from topogrow.growth.strategies import growth_strategies, random_init
 
@@ -85,6 +85,24 @@ def test_a_callback_sees_every_hook_and_records_each_insertion():
     assert count.calls == {"fit_start": 1, "epoch_end": 3 * 2 + 2, "stage_end": 3, "insert": 2, "fit_end": 1}
     assert count.epsilons == [s.epsilon for s in history.insertions]
     assert count.locations == [s.location for s in history.insertions]
+
+
+def test_the_json_lines_logger_writes_every_epoch_and_insertion(tmp_path):
+    path = tmp_path / "logs" / "run.jsonl"
+    history = Grower(small_model(), "mse", config(max_depth=3), callbacks=[JSONLinesLogger(path)]).fit(data())
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    epochs = [e for e in entries if e["event"] == "epoch"]
+    inserts = [e for e in entries if e["event"] == "insert"]
+    assert [e["train_loss"] for e in epochs] == [e.train_loss for e in history.epochs]
+    assert [(e["location"], e["epsilon"], e["depth"]) for e in inserts] == [
+        (s.location, s.epsilon, s.depth + 1) for s in history.insertions
+    ]
+    assert entries[-1] == {
+        "event": "end",
+        "depth": 3,
+        "epochs": len(history.epochs),
+        "stop_reason": history.stop_reason,
+    }
 
 
 def test_callbacks_must_be_callbacks():

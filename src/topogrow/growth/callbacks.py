@@ -19,8 +19,10 @@ with it.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +33,16 @@ from topogrow.growth.context import Proposal, StageContext
 from topogrow.growth.history import EpochRecord, StageRecord
 from topogrow.growth.line_search import LineSearchResult
 
-__all__ = ["Callback", "FixedArchitecture", "Freeze", "Insertion", "ProgressBar", "RestoreBest", "StopRules"]
+__all__ = [
+    "Callback",
+    "FixedArchitecture",
+    "Freeze",
+    "Insertion",
+    "JSONLinesLogger",
+    "ProgressBar",
+    "RestoreBest",
+    "StopRules",
+]
 
 
 @dataclass(frozen=True)
@@ -252,3 +263,49 @@ class ProgressBar(Callback):
     def on_fit_end(self, grower):
         if self.bar is not None:
             self.bar.close()
+
+
+class JSONLinesLogger(Callback):
+    """Appends one JSON object per line to ``path`` as the run goes (``tail -f`` it, or read it
+    with ``pandas.read_json(path, lines=True)``): ``{"event": "epoch", ...}`` after each epoch
+    (an EpochRecord), ``{"event": "insert", ...}`` after each insertion (stage, location,
+    epsilon, predicted and actual change, depth after it) and ``{"event": "end", ...}``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
+    def on_fit_start(self, grower):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, grower, record):
+        self._write({"event": "epoch", **asdict(record)})
+
+    def on_insert(self, grower, insertion):
+        record = insertion.record
+        self._write(
+            {
+                "event": "insert",
+                "stage": record.stage,
+                "epoch": record.epoch,
+                "location": insertion.location,
+                "epsilon": insertion.epsilon,
+                "predicted_change": insertion.predicted_change,
+                "actual_change": insertion.actual_change,
+                "depth": grower.model.depth,
+            }
+        )
+
+    def on_fit_end(self, grower):
+        history = grower.history
+        self._write(
+            {
+                "event": "end",
+                "depth": grower.model.depth,
+                "epochs": len(history.epochs),
+                "stop_reason": history.stop_reason,
+            }
+        )
