@@ -53,6 +53,14 @@ class TinyGrowable(GrowableModel):
         return (self.features,)
 
 
+class TinyFresh(TinyGrowable):
+    """The same model, buildable fresh for a task (``topogrow run --model ...``)."""
+
+    @classmethod
+    def for_data(cls, input_shape, out_features, width, depth, activation=None):
+        return cls(features=input_shape[0], depth=depth)
+
+
 @pytest.fixture
 def tiny_model():
     register_model("tiny-test")(TinyGrowable)
@@ -82,8 +90,14 @@ def test_a_registered_model_round_trips_through_save_and_load(tiny_model, tmp_pa
     config = ModelConfig(family=tiny_model)
     assert type(build_model(None, config, spec=model.spec())) is TinyGrowable
     task = SimpleNamespace(name="tiny", X_train=torch.zeros(2, 3), out_features=1)
-    with pytest.raises(ValueError, match="pass spec="):
+    with pytest.raises(ValueError, match=r"TinyGrowable is built from its spec only.*pass spec="):
         build_model(task, config)
+    register_model("tiny-fresh")(TinyFresh)
+    try:
+        fresh = build_model(task, ModelConfig(family="tiny-fresh", initial_depth=2))
+    finally:
+        MODELS.unregister("tiny-fresh")
+    assert type(fresh) is TinyFresh and fresh.depth == 2 and fresh.features == 3
 
 
 def test_an_unregistered_model_is_neither_saved_nor_loaded(tiny_model, tmp_path):

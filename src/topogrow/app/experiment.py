@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,7 @@ from topogrow.app.tasks import make_task
 from topogrow.growth import Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
-from topogrow.nn import MODELS, ResidualMLP
-from topogrow.nn.vit import ViT
+from topogrow.nn import MODELS
 
 
 @dataclass(frozen=True)
@@ -60,34 +58,13 @@ def build_model(
     if spec is not None:
         return MODELS[config.family](**spec)
     depth = config.initial_depth if depth is None else depth
-    shape = input_shape(task)
-    if config.family == "mlp":
-        return ResidualMLP(math.prod(shape), config.width, depth, task.out_features, config.activation)
-    if config.family not in ("cnn", "vit"):
-        raise ValueError(
-            f"build_model makes a fresh 'mlp', 'cnn' or 'vit' from a ModelConfig; model {config.family!r} "
-            "is built from its spec (pass spec=...)"
-        )
-    if len(shape) != 3 or shape[1] != shape[2]:
-        raise ValueError(f"model '{config.family}' needs square images (C, H, H), task {task.name} has inputs {shape}")
-    if config.family == "cnn":
-        from topogrow.nn.cnn import ResidualCNN
-
-        depths = (depth, depth) if isinstance(depth, int) else tuple(depth)
-        return ResidualCNN(
-            shape[0], (config.width, 2 * config.width), depths, task.out_features, activation=config.activation
-        )
-    patch = 7 if shape[1] % 7 == 0 else (4 if shape[1] % 4 == 0 else shape[1])
-    return ViT(
-        shape[1],
-        patch,
-        shape[0],
-        config.width,
-        depth,
-        heads=4 if config.width % 4 == 0 else 1,
-        out_features=task.out_features,
-        activation=config.activation,
-    )
+    model = MODELS[config.family]
+    try:
+        return model.for_data(input_shape(task), task.out_features, config.width, depth, config.activation)
+    except NotImplementedError as error:
+        raise ValueError(f"model {config.family!r}: {error} (or pass spec=...)") from None
+    except ValueError as error:
+        raise ValueError(f"task {task.name}: {error}") from None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch import nn
 from topogrow._validation import check_int
 from topogrow.core.layer_kinds import Conv2d
 from topogrow.nn.blocks import block_name, rebuild_block
-from topogrow.nn.growable import GrowableModel, register_model
+from topogrow.nn.growable import GrowableModel, check_square_images, register_model
 from topogrow.nn.layers import ResidualConv
 from topogrow.nn.mlp import _block_names
 
@@ -223,6 +223,14 @@ class ResidualCNN(GrowableModel):
         """Shape ``(C, C k k + 1)`` of the rows ``[K | b]`` of a layer inserted at ``location``."""
         c = self.channels[self.stage_position(location)[0]]
         return c, c * self.kernel_size**2 + 1
+
+    @classmethod
+    def for_data(cls, input_shape, out_features, width, depth, activation=None) -> ResidualCNN:
+        """Two stages of ``width`` and ``2 * width`` channels, ``depth`` layers each (or a pair),
+        on square images ``(C, H, H)``."""
+        check_square_images(input_shape, "cnn")
+        depths = (depth, depth) if isinstance(depth, int) else tuple(depth)
+        return cls(input_shape[0], (width, 2 * width), depths, out_features, activation=activation)
 
     def spec(self) -> dict[str, Any]:
         """The architecture as a JSON-able dict (rebuild with ``ResidualCNN(**spec)``).

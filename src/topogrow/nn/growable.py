@@ -109,6 +109,18 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
     def spec(self) -> dict[str, Any]:
         """The architecture as a JSON-able dict: ``type(self)(**self.spec())`` rebuilds it."""
 
+    @classmethod
+    def for_data(
+        cls, input_shape: tuple[int, ...], out_features: int, width: int, depth: int, activation: Any = None
+    ) -> GrowableModel:
+        """A fresh model for samples of ``input_shape`` (no batch dimension) and ``out_features``
+        outputs, of state width ``width`` and ``depth`` residual layers: what ``topogrow run
+        --model NAME --width W --initial-depth D`` builds. A model that the command line should
+        build fresh implements it (a spec alone rebuilds any model)."""
+        raise NotImplementedError(
+            f"{cls.__name__} is built from its spec only; implement {cls.__name__}.for_data to build it fresh"
+        )
+
     @property
     def depth(self) -> int:
         """The number of residual layers T."""
@@ -228,6 +240,12 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
 MODELS: Registry[type[GrowableModel]] = Registry("model")
 
 M = TypeVar("M", bound=type)
+
+
+def check_square_images(input_shape: tuple[int, ...], name: str) -> None:
+    """Raise unless ``input_shape`` is square images ``(C, H, H)``."""
+    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+        raise ValueError(f"model '{name}' needs square images (C, H, H), got inputs {tuple(input_shape)}")
 
 
 def register_model(name: str, *, help: str = "", overwrite: bool = False) -> Callable[[M], M]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -105,6 +106,11 @@ class ResidualMLP(GrowableModel):
     def insertion_shape(self, location: int) -> tuple[int, int]:
         """Shape ``(n, m)`` of the rows ``[W | b]`` of a layer inserted at ``location``."""
         return self.width, self.width + 1
+
+    @classmethod
+    def for_data(cls, input_shape, out_features, width, depth, activation=None) -> ResidualMLP:
+        """Inputs flattened to ``prod(input_shape)`` features."""
+        return cls(math.prod(input_shape), width, depth, out_features, activation)
 
     def spec(self) -> dict[str, Any]:
         """The architecture as a JSON-able dict (rebuild with ``ResidualMLP(**spec)``).

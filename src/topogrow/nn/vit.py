@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from topogrow._validation import check_int
 from topogrow.core.layer_kinds import Token
 from topogrow.nn.blocks import ResidualBlock, block_name, rebuild_block
-from topogrow.nn.growable import GrowableModel, register_model
+from topogrow.nn.growable import GrowableModel, check_square_images, register_model
 from topogrow.nn.layers import _RowsMixin
 from topogrow.nn.mlp import _block_names
 
@@ -248,6 +248,18 @@ class ViT(GrowableModel):
         if name is None and isinstance(layer, ResidualBlock) and isinstance(layer.block, EncoderBranch):
             return "encoder"
         return name
+
+    @classmethod
+    def for_data(cls, input_shape, out_features, width, depth, activation=None) -> ViT:
+        """Square images ``(C, H, H)`` in 7 x 7 patches (4 x 4 if 7 does not divide H, else
+        one patch), token width ``width``, 4 heads (1 if 4 does not divide ``width``)."""
+        check_square_images(input_shape, "vit")
+        size = input_shape[1]
+        patch = 7 if size % 7 == 0 else (4 if size % 4 == 0 else size)
+        heads = 4 if width % 4 == 0 else 1
+        return cls(
+            size, patch, input_shape[0], width, depth, heads=heads, out_features=out_features, activation=activation
+        )
 
     def spec(self) -> dict[str, Any]:
         """Architecture as a JSON-able dict; ``layers`` lists the kind of each residual layer.
