@@ -25,6 +25,8 @@ def short_growth_config(**changes) -> GrowthConfig:
         device="cpu",
         seed=0,
         line_search_samples=64,
+        early_stopping=False,  # the mechanics of growth; early stopping and rollback have their own tests
+        rollback=False,
     )
     base.update(changes)
     return GrowthConfig(**base)

@@ -36,7 +36,9 @@ def test_every_field_has_an_option_with_help(verb):
             assert "strategy" not in options  # compare has --strategies
             continue
         action = options[field.name]
-        assert action.option_strings == [f"--{field.name.replace('_', '-')}"]
+        option = f"--{field.name.replace('_', '-')}"
+        negative = [f"--no-{field.name.replace('_', '-')}"] if field.type == "bool" else []
+        assert action.option_strings == [option, *negative]
         assert action.help and action.help.strip() != f"GrowthConfig.{field.name}"
 
 

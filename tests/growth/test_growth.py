@@ -136,6 +136,7 @@ def test_unknown_strategy_suggests_the_closest(name, suggestion):
 
 def test_config_validation():
     growth = {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
+    growth |= {"td-eigenspace", "small", "small-where", "no-growth"}
     transfer = {"td", "random-location", "zero-location", "head-only", "full", "lora"}
     assert set(growth_strategies()) == growth and set(transfer_strategies()) == transfer
     assert set(STRATEGIES) == growth | transfer
@@ -279,15 +280,15 @@ def test_every_strategy_runs(strategy, train_val):
     assert len(history.insertions) == 2
     for record in history.insertions:
         assert 0 <= record.location <= record.depth
-        if strategy in ("td", "td-where", "td-how"):
+        if strategy in ("td", "td-where", "td-how", "small-where", "td-eigenspace"):
             assert len(record.eigenvalues) == record.depth + 1
         else:
             assert record.eigenvalues is None
-        if strategy in ("td", "td-where"):
+        if strategy in ("td", "td-where", "small-where", "td-eigenspace"):
             assert record.location == max(range(record.depth + 1), key=record.eigenvalues.__getitem__)
-        if strategy in ("td", "td-how"):
+        if strategy in ("td", "td-how", "td-eigenspace"):
             assert record.actual_change <= 0
-        if strategy in ("td-where", "random", "random-location", "zero"):
+        if strategy in ("td-where", "random", "random-location", "zero", "small", "small-where"):
             assert record.epsilon == 1.0  # inserted as proposed, no line search
         if strategy == "zero":
             assert record.location == record.depth  # the last location: right before the head

@@ -20,7 +20,7 @@ import torch
 
 from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow._validation import one_line
-from topogrow.app.experiment import MODELS, ModelConfig, compare, run
+from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, run
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
@@ -328,8 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
     compare_parser.add_argument(
         "--strategies",
-        default=",".join(growth_strategies()),
-        help="comma-separated; default all: " + _strategies(growth_strategies()),
+        default=",".join((*growth_strategies(), DEPTH_SEARCH)),
+        help="comma-separated; default all: "
+        + _strategies(growth_strategies())
+        + f", {DEPTH_SEARCH} (train every depth from the initial one to --max-depth from scratch with the "
+        "growth budget and early stopping, keep the best on validation; its cost is the whole search)",
     )
     paper_parser = verbs.add_parser(
         "paper",
@@ -538,7 +541,7 @@ def _compare(args: argparse.Namespace) -> None:
     if not strategies:
         raise ValueError("--strategies is empty")
     for name in strategies:
-        if name not in STRATEGIES:
+        if name not in STRATEGIES and name != DEPTH_SEARCH:
             GrowthConfig(strategy=name)  # raises with a "did you mean"
     growth, model = _configs(args, "td")
     comparison = compare(

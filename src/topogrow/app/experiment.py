@@ -215,6 +215,42 @@ class Comparison:
         }
 
 
+#: Not a growth strategy but the search a user would otherwise run (see :func:`depth_search`).
+DEPTH_SEARCH = "depth-search"
+
+
+def epoch_budget(growth: GrowthConfig, initial_depth: int) -> int:
+    """The most epochs a growth run from ``initial_depth`` layers may train: a stage per depth up to
+    ``max_depth`` (the last ends growth) and the final epochs. The baselines get this budget."""
+    return max(growth.max_depth - initial_depth + 1, 1) * growth.epochs_per_stage + growth.final_epochs
+
+
+def depth_search(task: Task, growth: GrowthConfig, model: ModelConfig) -> RunResult:
+    """The search a user runs instead of growing: train the network from scratch at every depth
+    from the initial one to ``max_depth`` (each for :func:`epoch_budget` epochs, with the config's
+    early stopping), keep the depth with the lowest validation loss, and report its test metric
+    with the **total** cost of the search (epochs and wall time summed over the depths)."""
+    config = growth.replace(strategy="no-growth")
+    runs = []
+    depth = model.initial_depth
+    while True:
+        torch.manual_seed(growth.seed)
+        network = build_model(task, model, depth)
+        if runs and network.depth > growth.max_depth:
+            break
+        budget = epoch_budget(growth, network.depth)
+        result, _ = run(task, config.replace(final_epochs=budget), model, initial_depth=depth)
+        runs.append(result)
+        depth += 1
+    chosen = min(runs, key=lambda r: min(e.val_loss for e in r.history.epochs))
+    return dataclasses.replace(
+        chosen,
+        strategy=DEPTH_SEARCH,
+        wall_time=sum(r.wall_time for r in runs),
+        total_epochs=sum(r.total_epochs for r in runs),
+    )
+
+
 def compare(
     task_name: str,
     strategies: tuple[str, ...] | None = None,
@@ -225,17 +261,20 @@ def compare(
     n_train: int | None = None,
     progress: bool = True,
 ) -> Comparison:
-    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network);
-    by default every registered growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`).
+    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network); by
+    default every registered growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`)
+    and the ``depth-search`` baseline (:func:`depth_search`).
 
     ``scratch`` trains the final architecture of that seed's ``td`` run from scratch
-    for the same total number of epochs, so ``td`` must be among the strategies.
+    for the same total number of epochs, so ``td`` must be among the strategies;
+    ``no-growth`` trains the initial network for the growth budget (:func:`epoch_budget`).
     """
     growth = growth or GrowthConfig()
     model = model or ModelConfig()
-    strategies = growth_strategies() if strategies is None else tuple(strategies)
+    strategies = (*growth_strategies(), DEPTH_SEARCH) if strategies is None else tuple(strategies)
     for name in strategies:
-        GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
+        if name != DEPTH_SEARCH:
+            GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
     if "scratch" in strategies and "td" not in strategies:
         raise ValueError("strategy 'scratch' trains the final architecture of the 'td' run: add 'td'")
     if seeds < 1:
@@ -248,13 +287,20 @@ def compare(
         comparison.metric_name = task.metric_name
         td_result = None
         for name in order:
-            config = growth.replace(strategy=name, seed=seed)
-            spec = None
-            if name == "scratch":
-                config = config.replace(final_epochs=td_result.total_epochs)
-                spec = td_result.spec
             bar.set_postfix(seed=seed, strategy=name)
-            result, _ = run(task, config, model, spec=spec)
+            config = growth.replace(strategy=name, seed=seed) if name != DEPTH_SEARCH else growth.replace(seed=seed)
+            spec = None
+            if name == DEPTH_SEARCH:
+                result = depth_search(task, config, model)
+            else:
+                if name == "scratch":
+                    config = config.replace(final_epochs=td_result.total_epochs)
+                    spec = td_result.spec
+                elif name == "no-growth":
+                    torch.manual_seed(seed)
+                    initial = build_model(task, model).depth
+                    config = config.replace(final_epochs=epoch_budget(config, initial))
+                result, _ = run(task, config, model, spec=spec)
             if name == "td":
                 td_result = result
             comparison.results.append(result)

@@ -3,12 +3,13 @@ and what hangs on it (callbacks, checkpoints, several processes), transfer learn
 
 from topogrow.growth.callbacks import (
     Callback,
+    EarlyStopping,
     FixedArchitecture,
     Freeze,
     Insertion,
     JSONLinesLogger,
     ProgressBar,
-    RestoreBest,
+    Rollback,
     StopRules,
 )
 from topogrow.growth.checkpoint import CheckpointError, find_checkpoint, load, read_checkpoint, save
@@ -45,7 +46,8 @@ __all__ = [
     "LineSearchResult",
     "ProgressBar",
     "Proposal",
-    "RestoreBest",
+    "EarlyStopping",
+    "Rollback",
     "Schedule",
     "StageContext",
     "StageRecord",

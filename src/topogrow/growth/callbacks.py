@@ -10,6 +10,7 @@ in order (its own callbacks first, then the strategy's, then the user's)::
                                       context.veto(reason) this insertion, or read and replace
                                       context.proposal (the strategy is asked on first use)
     on_insert(grower, insertion)      after an insertion (an Insertion: location, epsilon, changes)
+    on_stage_start(grower)            when the next stage (or the final phase) starts, after the decision
     on_fit_end(grower)                after the last epoch
 
 A callback with state returns it from :meth:`Callback.state_dict` (JSON-able) and takes it
@@ -40,7 +41,8 @@ __all__ = [
     "Insertion",
     "JSONLinesLogger",
     "ProgressBar",
-    "RestoreBest",
+    "EarlyStopping",
+    "Rollback",
     "StopRules",
 ]
 
@@ -89,6 +91,9 @@ class Callback:
 
     def on_stage_end(self, grower, context: StageContext) -> None:
         """At the end of a growth stage, before the decision (see the module docstring)."""
+
+    def on_stage_start(self, grower) -> None:
+        """When a stage (or the final phase) starts: after the decision, and at the start of a fresh fit."""
 
     def on_insert(self, grower, insertion: Insertion) -> None:
         """After a layer was inserted and the optimiser rebuilt."""
@@ -192,53 +197,145 @@ class Freeze(Callback):
         self.trainable = None if trainable is None else [str(name) for name in trainable]
 
 
-class RestoreBest(Callback):
-    """Early stopping within each stage: at the end of a stage (before the next insertion) and
-    at the end of the fit, restore the parameters of the epoch with the lowest validation
-    loss, the state at the start of the stage included.
+class EarlyStopping(Callback):
+    """Train to the best epoch, not the last: in every stage and in the final phase, keep the
+    parameters of the epoch with the lowest validation loss (the state at the start of the
+    stage included), restore them at the end of the stage (before the next decision) and at
+    the end of the fit; with ``patience``, end the stage (or the final phase) after that many
+    epochs without a relative improvement of ``min_delta``.
 
-    ``best_epoch`` is the epoch (1-based) whose parameters were last kept, or the number of
-    epochs before that stage when none improved on its start. Needs validation data.
+    ``best_epoch`` is the epoch (1-based) whose parameters were last restored, or the number of
+    epochs before that stage when none improved on its start. Without validation data the
+    per-epoch training loss stands in (and the start of a stage is not a candidate).
     """
 
-    def __init__(self) -> None:
-        self.best: tuple[float, dict[str, torch.Tensor], int] | None = None
-        self.epochs = 0
+    def __init__(self, patience: int | None = None, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss = math.inf  # the lowest validation loss of this stage so far
+        self.best_state: dict[str, torch.Tensor] | None = None  # its parameters
+        self.best_index = 0  # its epoch, or the number of epochs before the stage
+        self.reference = math.inf  # the loss an improvement (by min_delta) is measured against
+        self.waiting = 0  # epochs since the last improvement
+        self.epochs = 0  # epochs in this stage
         self.best_epoch: int | None = None
 
-    def _start(self, grower) -> None:
-        self.best = (grower.validation_loss(), _copy_state(grower.model), len(grower.history.epochs))
-        self.epochs = 0
+    def _start(self, grower, loss: float | None = None) -> None:
+        """A new stage starts from the model as it is, whose validation loss is ``loss``."""
+        loss = grower.validation_loss() if loss is None else loss
+        self.best_loss = self.reference = math.inf if loss is None else loss
+        self.best_state = None if loss is None else _copy_state(grower.model)
+        self.best_index = len(grower.history.epochs)
+        self.waiting = self.epochs = 0
 
-    def on_fit_start(self, grower):
-        if grower.validation_loss() is None:
-            raise ValueError("RestoreBest needs validation data (fit(train, val))")
+    def on_stage_start(self, grower):
         self._start(grower)
 
     def on_epoch_end(self, grower, record):
         self.epochs += 1
-        if record.val_loss < self.best[0]:
-            self.best = (record.val_loss, _copy_state(grower.model), record.epoch)
+        if record.val_loss < self.best_loss:
+            self.best_loss, self.best_index = record.val_loss, record.epoch
+            self.best_state = _copy_state(grower.model)
+        if record.val_loss < self.reference * (1 - self.min_delta):
+            self.reference, self.waiting = record.val_loss, 0
+        else:
+            self.waiting += 1
+        if self.patience is not None and self.waiting >= self.patience:
+            grower.end_stage()
 
     def _restore(self, grower) -> None:
-        if self.epochs:
-            grower.model.load_state_dict(self.best[1])
-            self.best_epoch = self.best[2]
-        self.best = (self.best[0], self.best[1], len(grower.history.epochs))
-        self.epochs = 0
+        """Put the stage's best epoch back (unless it is the last) and start the next stage from it."""
+        if not self.epochs:
+            return
+        if self.best_index != len(grower.history.epochs):
+            grower.model.load_state_dict(self.best_state)
+        self.best_epoch = self.best_index
 
     def on_stage_end(self, grower, context):
         self._restore(grower)
 
-    def on_insert(self, grower, insertion):
-        self._start(grower)
-
     def on_fit_end(self, grower):
         self._restore(grower)
+
+    def state_dict(self):
+        return {
+            "best_loss": _finite(self.best_loss),
+            "reference": _finite(self.reference),
+            "best_state": self.best_state,
+            "best_index": self.best_index,
+            "waiting": self.waiting,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+        }
+
+    def load_state_dict(self, state):
+        self.best_loss = _infinite(state["best_loss"])
+        self.reference = _infinite(state["reference"])
+        self.best_state = state["best_state"]
+        self.best_index, self.waiting, self.epochs = state["best_index"], state["waiting"], state["epochs"]
+        self.best_epoch = state["best_epoch"]
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: ``None`` stands for it."""
+    return value if math.isfinite(value) else None
+
+
+def _infinite(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+class Rollback(Callback):
+    """Keep an insertion only if it helps: after the stage that follows an insertion (its best
+    epoch restored by :class:`EarlyStopping` when that runs too), if the validation loss did not
+    improve on the network before the insertion by a relative ``min_delta``, put that network
+    back: the inserted layer removed, the weights and the optimiser state as they were. Then
+    (``on_reject="retry"``) let the strategy propose once more with that location excluded, or
+    (``"stop"``) stop growing. The history marks each insertion ``accepted`` or not.
+    """
+
+    def __init__(self, min_delta: float = 0.0, on_reject: str = "stop") -> None:
+        if on_reject not in ("stop", "retry"):
+            raise ValueError(f"on_reject must be 'stop' or 'retry', got {on_reject!r}")
+        self.min_delta, self.on_reject = min_delta, on_reject
+        self.before: dict[str, Any] | None = None  # the network as it was at this stage's end
+        self.trial: dict[str, Any] | None = None  # the insertion on trial and the network before it
+        self.retried = False
+
+    def on_stage_end(self, grower, context):
+        if self.trial is not None:
+            self._judge(grower, context)
+        self.before = {"loss": grower.validation_loss(), **grower.snapshot()}
+
+    def on_insert(self, grower, insertion):
+        self.trial = {"location": insertion.location, "stage": insertion.record.stage, **self.before}
+
+    def _judge(self, grower, context) -> None:
+        trial, self.trial = self.trial, None
+        after = grower.validation_loss()
+        record = next(s for s in grower.history.stages if s.stage == trial["stage"])
+        if trial["loss"] is None or after < trial["loss"] * (1 - self.min_delta):
+            record.accepted = True
+            self.retried = False
+            return
+        grower.model.remove_layer(trial["location"])
+        grower.restore(trial)
+        record.accepted = False
+        record.note = f"rolled back: validation loss {after:.6g} did not improve on {trial['loss']:.6g}"
+        if self.on_reject == "retry" and not self.retried:
+            self.retried = True
+            context.exclude(trial["location"])
+        else:
+            context.stop(f"the insertion of stage {trial['stage']} did not improve validation (rolled back)")
+
+    def state_dict(self):
+        return {"before": self.before, "trial": self.trial, "retried": self.retried}
+
+    def load_state_dict(self, state):
+        self.before, self.trial, self.retried = state["before"], state["trial"], state["retried"]
 
 
 class ProgressBar(Callback):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -67,7 +68,14 @@ CHECKPOINT_FORMAT = "topogrow-checkpoint"
 MODEL_FORMAT = "topogrow-model"
 VERSION = 1
 MANIFEST = "manifest.json"
-CHECKPOINT_FILES = ("model.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer.json")
+CHECKPOINT_FILES = (
+    "model.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "callbacks.safetensors",
+    "trainer.json",
+)
 _NAME = re.compile(r"ckpt-(\d{6,})")
 _STATE_SEPARATOR = "::"
 
@@ -361,7 +369,7 @@ class Checkpoint:
     loss: str | None
     progress: dict[str, Any]
     history: GrowthHistory
-    callbacks: dict[str, dict[str, Any]]  # each stateful callback's state_dict(), by key
+    callbacks: dict[str, dict[str, Any]]  # each stateful callback's state_dict(), by key (tensors decoded)
     optimizer: dict[str, Any]  # {"groups": [...], "state": {param name: {key: tensor or number}}}
     generators: dict[str, torch.Tensor]  # generator states by name ("torch", "grower", "train", "cuda:0", ...)
     numpy_state: dict[str, Any] | None = None
@@ -412,7 +420,11 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         loss=loss if isinstance(loss, str) else None,
         progress=progress,
         history=history,
-        callbacks=_field(trainer, "callbacks", dict, trainer_path) if "callbacks" in trainer else {},
+        callbacks=decode_state(
+            _field(trainer, "callbacks", dict, trainer_path),
+            _parse_tensors(folder / "callbacks.safetensors", files["callbacks.safetensors"]),
+            folder / "callbacks.safetensors",
+        ),
         optimizer={"groups": _field(optimizer_json, "groups", list, trainer_path), "state": state},
         generators=generators,
         numpy_state=trainer.get("numpy_rng"),
@@ -586,6 +598,7 @@ class Checkpointer:
         trainer: dict[str, Any],
         generators: dict[str, torch.Generator],
         summary: dict[str, Any],
+        tensors: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write one checkpoint; returns its folder. Refuses non-finite weights (FloatingPointError)."""
         for name, value in model.state_dict().items():
@@ -597,6 +610,7 @@ class Checkpointer:
         trainer = {**trainer, "optimizer": opt_json, **rng_json}
         files["optimizer.safetensors"] = _tensor_bytes(opt_tensors)
         files["rng.safetensors"] = _tensor_bytes(rng_tensors)
+        files["callbacks.safetensors"] = _tensor_bytes(tensors or {})
         files["trainer.json"] = _json_bytes(trainer)
         name = f"ckpt-{self.next_index:06d}"
         manifest = {
@@ -623,3 +637,42 @@ class Checkpointer:
         for old in _complete(self.directory)[: -self.keep]:
             self._remove(old)
         return final
+
+
+def encode_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """``state`` (e.g. callbacks' ``state_dict()``s) as JSON: each tensor moves into ``tensors``
+    (under its path) and is replaced by ``{"__tensor__": path}``; dicts with non-string keys
+    (an optimiser's state), tuples and non-finite floats are spelled out. :func:`decode_state`
+    is the inverse."""
+    if isinstance(state, torch.Tensor):
+        tensors[path] = state.detach().cpu().contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(state, dict):
+        if all(isinstance(key, str) and not key.startswith("__") for key in state):
+            return {key: encode_state(value, tensors, f"{path}/{key}") for key, value in state.items()}
+        return {"__items__": [[key, encode_state(v, tensors, f"{path}/{key}")] for key, v in state.items()]}
+    if isinstance(state, (list, tuple)):
+        items = [encode_state(value, tensors, f"{path}/{index}") for index, value in enumerate(state)]
+        return {"__tuple__": items} if isinstance(state, tuple) else items
+    if isinstance(state, float) and not math.isfinite(state):
+        return {"__float__": repr(state)}
+    return state
+
+
+def decode_state(state: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
+    """The inverse of :func:`encode_state` (a missing tensor is a :class:`CheckpointError` naming ``where``)."""
+    if isinstance(state, list):
+        return [decode_state(value, tensors, where) for value in state]
+    if not isinstance(state, dict):
+        return state
+    if set(state) == {"__tensor__"}:
+        if state["__tensor__"] not in tensors:
+            raise CheckpointError(f"{where}: has no tensor {state['__tensor__']!r}")
+        return tensors[state["__tensor__"]]
+    if set(state) == {"__items__"}:
+        return {key: decode_state(value, tensors, where) for key, value in state["__items__"]}
+    if set(state) == {"__tuple__"}:
+        return tuple(decode_state(value, tensors, where) for value in state["__tuple__"])
+    if set(state) == {"__float__"}:
+        return float(state["__float__"])
+    return {key: decode_state(value, tensors, where) for key, value in state.items()}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from topogrow.growth.checkpoint import Checkpointer, check_rebuildable
+from topogrow.growth.checkpoint import Checkpointer, check_rebuildable, encode_state
 from topogrow.growth.distributed import barrier, is_main_process
 
 
@@ -65,11 +65,12 @@ class RunCheckpoints:
         state = grower.progress
         state.elapsed = time.perf_counter() - grower.start_time
         grower.history.wall_time = state.elapsed
+        tensors: dict[str, Any] = {}
         trainer: dict[str, Any] = {
             "config": grower.config.to_dict(),
             "loss": grower.loss_name,
             "progress": state.to_dict(),
-            "callbacks": grower.callback_states(),
+            "callbacks": encode_state(grower.callback_states(), tensors),
             "history": grower.history.to_dict(),
             "metadata": grower.metadata,
         }
@@ -85,6 +86,7 @@ class RunCheckpoints:
             trainer=trainer,
             generators=grower.generators,
             summary=summary,
+            tensors=tensors,
         )
         self.saved = True
         if grower.distributed_run.active:

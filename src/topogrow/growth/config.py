@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from topogrow._validation import check_int, check_optional_int, check_real, unknown_name_error
+from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
 from topogrow.growth.line_search import DEFAULT_EPSILONS
 from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
@@ -33,6 +33,16 @@ class GrowthConfig:
         min_delta: relative improvement of the validation loss that counts (plateau schedule
             and ``growth_patience``).
         final_epochs: epochs of training after growth stops.
+        early_stopping: train to the best epoch, not the last: in every stage and in the final
+            phase keep the parameters of the epoch with the lowest validation loss, restore them
+            at its end, and end it after ``early_stopping_patience`` epochs without a relative
+            improvement of ``min_delta``.
+        early_stopping_patience: epochs without improvement that end a stage or the final phase
+            (``None``: never end early, only restore the best epoch).
+        rollback: keep an insertion only if the stage after it improves the validation loss on the
+            network before it by ``min_delta``; else put that network back (weights and optimiser).
+        on_reject: after a rolled-back insertion, ``"stop"`` growing or ``"retry"`` once with the
+            next proposal (that location excluded).
         tolerance: stop growing when every leading eigenvalue mu_l <= tolerance (``None``: never
             stop on the eigenvalues).
         growth_patience: stop growing after this many stages without a relative validation
@@ -67,6 +77,10 @@ class GrowthConfig:
     patience: int = 3
     min_delta: float = 1e-3
     final_epochs: int = 10
+    early_stopping: bool = True
+    early_stopping_patience: int | None = 5
+    rollback: bool = True
+    on_reject: str = "stop"
     tolerance: float | None = 0.0
     growth_patience: int = 2
     neurons: int | None = None
@@ -106,6 +120,11 @@ class GrowthConfig:
             raise ValueError(f"seed must be an integer in 0..2**62 - 1, got {self.seed!r}")
         check_optional_int("neurons", self.neurons, minimum=1)
         check_optional_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_optional_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
+        check_bool("early_stopping", self.early_stopping)
+        check_bool("rollback", self.rollback)
+        if self.on_reject not in ("stop", "retry"):
+            raise ValueError(f"on_reject must be 'stop' or 'retry', got {self.on_reject!r}")
         for name in ("lr", "min_delta", "eigen_tol"):
             check_real(name, getattr(self, name), positive=True)
         check_real("weight_decay", self.weight_decay, nonnegative=True)

@@ -100,6 +100,7 @@ class StageContext:
     strategy: Any = None
     stop_reason: str | None = None
     veto_reason: str | None = None
+    excluded: set[int] = field(default_factory=set)
     _derivatives: dict[bool, Any] = field(default_factory=dict, repr=False)
     _proposal: Proposal | None = field(default=None, repr=False)
 
@@ -114,6 +115,25 @@ class StageContext:
     def veto(self, reason: str) -> None:
         """No insertion at this stage (growth goes on); ``reason`` goes in the stage's note."""
         self.veto_reason = reason
+
+    def exclude(self, location: int) -> None:
+        """Ask the strategy for a layer anywhere but at ``location`` (e.g. after a rolled-back insertion there)."""
+        self.excluded.add(location)
+
+    @property
+    def locations(self) -> list[int]:
+        """The locations a strategy may choose: the model's, but the excluded ones."""
+        return [location for location in self.model.locations if location not in self.excluded]
+
+    def best_location(self, derivative) -> int:
+        """The topological derivative's best location among :attr:`locations`."""
+        best = derivative.best_location
+        if best not in self.excluded:
+            return best
+        if not self.locations:
+            raise StopGrowth("every location is excluded")
+        eigenvalues = derivative.eigenvalues
+        return max(self.locations, key=lambda location: float(eigenvalues[location]))
 
     @property
     def proposal(self) -> Proposal:

@@ -9,6 +9,7 @@ it, and small collaborators write checkpoints and run it over processes.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -21,7 +22,7 @@ import torch
 
 from topogrow._validation import check_int, one_line
 from topogrow.core.losses import Loss, resolve_loss
-from topogrow.growth.callbacks import Callback, Insertion, ProgressBar, StopRules
+from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
 from topogrow.growth.checkpoint import Checkpoint, load_optimizer_state, read_checkpoint, restore_rng
 from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.config import GrowthConfig
@@ -39,7 +40,8 @@ from topogrow.growth.training import evaluate_loss, optimizer_factory, rebuild_o
 class Progress:
     """Where a run is, as a checkpoint keeps it: the phase (``"grow"``, ``"final"``,
     ``"done"``), the stage, the validation losses of the stage's epochs so far, consecutive
-    skipped insertions, final epochs done and the wall time spent."""
+    skipped insertions, final epochs done, the wall time spent, and whether a callback ended
+    the stage (or the final phase) early."""
 
     phase: str = "grow"
     stage: int = 0
@@ -47,6 +49,7 @@ class Progress:
     faults: int = 0
     final_done: int = 0
     elapsed: float = 0.0
+    stage_over: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +130,7 @@ class Grower:
                 raise TypeError(f"callbacks must be topogrow.growth.Callback objects, got {type(callback).__name__}")
         self.model = model.to(self.device)
         self.schedule = schedule if schedule is not None else make_schedule(cfg)
-        self.callbacks: list[Callback] = [StopRules(), *self.strategy.callbacks(), *callbacks]
+        self.callbacks: list[Callback] = [*_config_callbacks(cfg), StopRules(), *self.strategy.callbacks(), *callbacks]
         self.generator = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
         self.make_optimizer = optimizer_factory(cfg.optimizer, cfg.lr, cfg.weight_decay)
         self.history = GrowthHistory(strategy=cfg.strategy)
@@ -233,7 +236,9 @@ class Grower:
         try:
             self._call("on_fit_start")
             self.optimizer = rebuild_optimizer(None, self.model.parameters(), self.make_optimizer)
-            if resume is not None:
+            if resume is None:
+                self._call("on_stage_start")
+            else:
                 load_optimizer_state(self.optimizer, self.model, resume.optimizer, resume.path / "trainer.json")
                 restore_rng(resume, self.generators)
             self._loop()
@@ -248,10 +253,35 @@ class Grower:
         self._resume = None
         return self.history
 
+    def end_stage(self) -> None:
+        """End the current stage (or the final phase) after this epoch, whatever the schedule says."""
+        self.progress.stage_over = True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The model's weights, the optimiser's state and which parameters train, as copies
+        (:meth:`restore` puts them back on a model of the same architecture)."""
+        return {
+            "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "trainable": [name for name, p in self.model.named_parameters() if p.requires_grad],
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back: weights, which parameters train, and the optimiser (rebuilt
+        over the model's parameters with the saved state)."""
+        self.model.load_state_dict(snapshot["weights"])
+        trainable = set(snapshot["trainable"])
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name in trainable)
+        self.optimizer = rebuild_optimizer(None, self.model.parameters(), self.make_optimizer)
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.distributed_run.parameters_changed()
+
     def stop_growth(self, reason: str) -> None:
         """End the growth phase now (the final epochs follow), with ``reason`` in the history."""
         self.history.stop_reason = reason
         self.progress.phase = "final"
+        self.progress.stage_over = False
 
     def validation_loss(self) -> float | None:
         """The loss on the validation data of :meth:`fit` as the model is now (``None`` without any)."""
@@ -268,8 +298,9 @@ class Grower:
         """Train, decide, insert, ... from wherever ``self.progress`` says the run is."""
         state, checkpoints = self.progress, self._checkpoints
         while state.phase == "grow":
-            if self.schedule.stage_done(state.curve, state.stage):
+            if state.stage_over or self.schedule.stage_done(state.curve, state.stage):
                 self._end_stage()
+                self._call("on_stage_start")
                 checkpoints.changed()
                 checkpoints.save()
             else:
@@ -277,13 +308,13 @@ class Grower:
                 state.curve.append(record.val_loss)
                 checkpoints.epoch_done(record.epoch)
         while state.phase == "final":
-            if state.final_done >= self.config.final_epochs:
+            if state.final_done >= self.config.final_epochs or state.stage_over:
                 state.phase = "done"
                 checkpoints.changed()
                 break
             record = self._epoch()
             state.final_done += 1
-            checkpoints.epoch_done(record.epoch, last=state.final_done >= self.config.final_epochs)
+            checkpoints.epoch_done(record.epoch, last=state.final_done >= self.config.final_epochs or state.stage_over)
         checkpoints.save_if_changed()
 
     def _end_stage(self) -> None:
@@ -415,6 +446,7 @@ class Grower:
     def _next_stage(self) -> None:
         self.progress.stage += 1
         self.progress.curve = []
+        self.progress.stage_over = False
 
     def _skip(self, record: StageRecord, fault: str) -> None:
         """Skip this stage's insertion after a numerical fault: warn, note it, train on."""
@@ -454,3 +486,14 @@ class Grower:
         for key, callback in self._keyed_callbacks():
             if key in states:
                 callback.load_state_dict(states[key])
+
+
+def _config_callbacks(config: GrowthConfig) -> list[Callback]:
+    """The callbacks the config asks for, in order: early stopping (restores the best epoch of a
+    stage before anything else looks at it), then rollback (judges the last insertion on it)."""
+    callbacks: list[Callback] = []
+    if config.early_stopping:
+        callbacks.append(EarlyStopping(config.early_stopping_patience, config.min_delta))
+    if config.rollback:
+        callbacks.append(Rollback(config.min_delta, config.on_reject))
+    return callbacks

@@ -25,7 +25,10 @@ class StageRecord:
     ``eigenvalues`` are the leading mu_l at every location (when the strategy
     computed them); ``predicted_change`` is ``-(eps^2/2) phi^T Q phi`` and
     ``actual_change`` the measured change of the training loss (line-search subset).
-    ``note`` says why an insertion was skipped (a numerical fault), when one was.
+    ``note`` says why an insertion was skipped (a numerical fault) or rolled back, when one was;
+    ``accepted`` is ``False`` for an insertion rolled back after its stage (see
+    :class:`~topogrow.growth.callbacks.Rollback`), ``True`` for one kept after it, ``None`` when
+    not judged.
     """
 
     stage: int
@@ -41,6 +44,7 @@ class StageRecord:
     predicted_change: float | None = None
     actual_change: float | None = None
     note: str | None = None
+    accepted: bool | None = None
 
 
 def _records(cls: type, rows: Any, where: str) -> list:
@@ -73,7 +77,13 @@ class GrowthHistory:
 
     @property
     def insertions(self) -> list[StageRecord]:
-        return [s for s in self.stages if s.location is not None]
+        """The insertions the network kept (not rolled back)."""
+        return [s for s in self.stages if s.location is not None and s.accepted is not False]
+
+    @property
+    def rejected(self) -> list[StageRecord]:
+        """The insertions rolled back because validation did not improve."""
+        return [s for s in self.stages if s.location is not None and s.accepted is False]
 
     @property
     def total_epochs(self) -> int:
@@ -105,7 +115,7 @@ class GrowthHistory:
             f"{'eps':>8} {'predicted':>10} {'actual':>10}"
         ]
         for s in self.stages:
-            where = "-" if s.location is None else str(s.location)
+            where = "-" if s.location is None else str(s.location) + ("x" if s.accepted is False else "")
             eps = "-" if s.epsilon is None else f"{s.epsilon:.3g}"
             pred = "-" if s.predicted_change is None else f"{s.predicted_change:.3e}"
             act = "-" if s.actual_change is None else f"{s.actual_change:.3e}"

@@ -54,7 +54,7 @@ from torch import nn
 from topogrow.core import adjoint_batches
 from topogrow.core.layer_kinds import Conv2d
 from topogrow.growth.callbacks import Callback, FixedArchitecture, Freeze
-from topogrow.growth.context import Proposal, StageContext
+from topogrow.growth.context import Proposal, StageContext, StopGrowth
 from topogrow.growth.registries import STRATEGIES, register_strategy
 from topogrow.nn.blocks import SensliMLP, make_block
 
@@ -80,9 +80,20 @@ def zero_direction(model, location: int, block: str | None = None) -> torch.Tens
     return torch.zeros(model.insertion_shape(location))
 
 
-def random_location(model, generator: torch.Generator) -> int:
-    """A location drawn uniformly from ``generator``."""
-    return int(torch.randint(len(model.locations), (1,), generator=generator))
+def random_location(context: StageContext) -> int:
+    """A location drawn uniformly (from the context's generator) among those it allows."""
+    locations = context.locations
+    if not locations:
+        raise StopGrowth("every location is excluded")
+    return locations[int(torch.randint(len(locations), (1,), generator=context.generator))]
+
+
+def last_location(context: StageContext) -> int:
+    """The last location (right before the head), unless it is excluded."""
+    location = context.model.locations[-1]
+    if location in context.excluded:
+        raise StopGrowth(f"location {location} (before the head) is excluded")
+    return location
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,7 @@ class TD(Strategy):
     name: str = "td"
 
     def propose(self, context):
-        return self.td_proposal(context, context.topological_derivative().best_location)
+        return self.td_proposal(context, context.best_location(context.topological_derivative()))
 
     def propose_at(self, context, location):
         return self.td_proposal(context, location)
@@ -157,7 +168,7 @@ class Random(Strategy):
     name: str = "random"
 
     def propose(self, context):
-        return self.propose_at(context, random_location(context.model, context.generator))
+        return self.propose_at(context, random_location(context))
 
     def propose_at(self, context, location):
         return Proposal(location, random_init(context.model, location, context.generator, self.block), epsilon=1.0)
@@ -169,7 +180,7 @@ class Zero(Strategy):
     name: str = "zero"
 
     def propose(self, context):
-        location = context.model.locations[-1]
+        location = last_location(context)
         return Proposal(location, zero_direction(context.model, location, self.block), 0.0, epsilon=1.0)
 
 
@@ -180,7 +191,7 @@ class TDWhere(Strategy):
 
     def propose(self, context):
         td = context.topological_derivative(keep=True)
-        location = td.best_location
+        location = context.best_location(td)
         rows = random_init(context.model, location, context.generator, self.block)
         if td.slope(location) > 0:  # first order there: the model is the linear term alone
             return Proposal(location, rows, 0.0, slope=td.linear_form(location, rows), epsilon=1.0)
@@ -194,7 +205,7 @@ class TDHow(Strategy):
 
     def propose(self, context):
         context.topological_derivative()  # first: a fault or the tolerance stops before the draw
-        return self.td_proposal(context, random_location(context.model, context.generator))
+        return self.td_proposal(context, random_location(context))
 
 
 @register_strategy(
@@ -209,7 +220,7 @@ class ForwardThinking(Strategy):
     name: str = "forward-thinking"
 
     def propose(self, context):
-        location = context.model.locations[-1]
+        location = last_location(context)
         return Proposal(location, random_init(context.model, location, context.generator, self.block), epsilon=1.0)
 
     def check_model(self, model):
@@ -303,10 +314,89 @@ class Sensli(Strategy):
         sensitivities = torch.stack([g.norm() for g in self.gradients(context, candidates)])
         if not torch.isfinite(sensitivities).all():
             raise FloatingPointError("the sensitivities dJ/dW2 are not finite")
+        sensitivities[list(context.excluded)] = -torch.inf
         location = int(sensitivities.argmax())
         direction = torch.nn.utils.parameters_to_vector(candidates[location].parameters()).detach().double()
         # W2 = 0: the insertion changes nothing (predicted change 0), inserted as is
         return Proposal(location, direction, 0.0, epsilon=1.0, block=self.block_name(model, location))
+
+
+#: Scale of a "small" random layer against PyTorch's default initialisation.
+SMALL_SCALE = 0.1
+
+
+@register_strategy("small", help="random location, random layer at 0.1x PyTorch's default scale, inserted as drawn")
+@dataclass(frozen=True)
+class Small(Strategy):
+    """A small random layer (``SMALL_SCALE`` times the default initialisation) at a random
+    location: separates the effect of inserting *small* from that of the eigenvectors."""
+
+    name: str = "small"
+
+    def propose(self, context):
+        return self.propose_at(context, random_location(context))
+
+    def propose_at(self, context, location):
+        rows = SMALL_SCALE * random_init(context.model, location, context.generator, self.block)
+        return Proposal(location, rows, epsilon=1.0)
+
+
+@register_strategy("small-where", help="TD location, random layer at 0.1x PyTorch's default scale")
+@dataclass(frozen=True)
+class SmallWhere(Small):
+    """``small`` at the topological derivative's location: *where* from TD, a small random *how*."""
+
+    name: str = "small-where"
+
+    def propose(self, context):
+        return self.propose_at(context, context.best_location(context.topological_derivative()))
+
+
+@register_strategy(
+    "td-eigenspace",
+    help="TD location; every row drawn from its block's positive eigenspace, row ~ N(0, B_r+/mu_max)",
+)
+@dataclass(frozen=True)
+class TDEigenspace(Strategy):
+    """The positive-eigenspace rule: at the TD location, row ``r`` of ``[W | b]`` is drawn from
+    ``N(0, B_r^+ / mu_max)``, ``B_r^+`` block ``r`` with its negative eigenvalues dropped and
+    ``mu_max`` the location's largest eigenvalue, so no row is left at zero (where sigma'(0) = 0
+    keeps it dead); a row whose block has no positive eigenvalue gets a small random row
+    (``SMALL_SCALE`` times the default initialisation). Epsilon by the line search.
+
+    On the closed form it needs the blocks (the block solver); growing by a registered block,
+    the top eigenpairs of the matrix-free operator stand in for its positive eigenspace.
+    """
+
+    name: str = "td-eigenspace"
+
+    def propose(self, context):
+        return self.propose_at(context, context.best_location(context.topological_derivative(keep=True)))
+
+    def propose_at(self, context, location):
+        td = context.topological_derivative(keep=True)
+        if self.block is not None:
+            return self._matrix_free(context, td, location)
+        blocks = td.blocks[location]  # (n, m, m)
+        values, vectors = torch.linalg.eigh(blocks)
+        top = float(values.max())
+        scale = (values.clamp(min=0) / top).sqrt() if top > 0 else torch.zeros_like(values)
+        z = torch.randn(values.shape, generator=context.generator, dtype=torch.float64)
+        rows = torch.einsum("rij,rj->ri", vectors, scale * z)
+        dead = values.max(dim=1).values <= 0
+        if dead.any():
+            small = SMALL_SCALE * random_init(context.model, location, context.generator)
+            rows[dead] = small[dead]
+        return Proposal(location, rows, td.quadratic_form(location, rows))
+
+    def _matrix_free(self, context, td, location):
+        values, vectors = td.block_eigenvalues[location], td.block_eigenvectors[location]  # (k,), (k, n)
+        top = float(values.max())
+        if top <= 0 or td.slope(location) > 0:  # nothing positive, or first order: the TD direction
+            return self.td_proposal(context, location)
+        z = torch.randn(values.shape, generator=context.generator, dtype=torch.float64)
+        direction = ((values.clamp(min=0) / top).sqrt() * z) @ vectors
+        return Proposal(location, direction, td.quadratic_form(location, direction))
 
 
 @dataclass(frozen=True)
@@ -324,6 +414,12 @@ class NoGrowth(Strategy):
 @dataclass(frozen=True)
 class Scratch(NoGrowth):
     name: str = "scratch"
+
+
+@register_strategy("no-growth", help="the initial network, never grown, trained with the same budget (compare)")
+@dataclass(frozen=True)
+class NoGrowthBaseline(NoGrowth):
+    name: str = "no-growth"
 
 
 @register_strategy("random-location", help="random location, random initialisation (as random)")
@@ -344,7 +440,7 @@ class ZeroLocation(Strategy):
     name: str = "zero-location"
 
     def propose(self, context):
-        return self.propose_at(context, random_location(context.model, context.generator))
+        return self.propose_at(context, random_location(context))
 
     def propose_at(self, context, location):
         return Proposal(location, zero_direction(context.model, location, self.block), 0.0, epsilon=0.0)

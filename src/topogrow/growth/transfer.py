@@ -39,7 +39,7 @@ from torch import nn
 
 from topogrow._validation import check_bool, check_int, check_optional_int
 from topogrow.core.losses import Loss, resolve_loss
-from topogrow.growth.callbacks import Callback, FixedArchitecture, Freeze, RestoreBest
+from topogrow.growth.callbacks import Callback, EarlyStopping, FixedArchitecture, Freeze
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.data import DataSource, TensorBatches
 from topogrow.growth.grower import Grower
@@ -246,7 +246,7 @@ def adapt(
     (:class:`~topogrow.growth.grower.Grower`) configured for transfer: target data, the
     pretrained parameters frozen (:class:`~topogrow.growth.callbacks.Freeze`), ``n_layers``
     insertions each followed by its share of the epochs, the line search on all the target
-    samples, and (``restore_best``) :class:`~topogrow.growth.callbacks.RestoreBest`.
+    samples, and (``restore_best``) :class:`~topogrow.growth.callbacks.EarlyStopping`.
 
     Args:
         model: a pretrained ``ResidualMLP``, ``ResidualCNN`` or ``ViT``.
@@ -321,6 +321,8 @@ def adapt(
         eval_batch_size=batch_size,
         epsilons=tuple(epsilons),
         seed=seed,
+        early_stopping=False,  # restore_best adds it (every stage, no patience)
+        rollback=False,  # n_layers insertions, as asked
         device=str(next(model.parameters()).device),
     )
     callbacks: list[Callback] = []
@@ -334,7 +336,7 @@ def adapt(
         callbacks.append(LowRankAdapters(lora_rank))
         result.lora_rank = lora_rank
     if restore_best:
-        callbacks.append(RestoreBest())
+        callbacks.append(EarlyStopping())
     if locations is not None:
         callbacks.append(ForcedLocations(locations))
     if inserts == 0:
@@ -355,7 +357,7 @@ def adapt(
     for record in grower.history.epochs:
         stage = max(record.depth - depth - 1, 0)
         result.history.append(EpochRecord(record.epoch, stage, record.depth, record.train_loss, record.val_loss))
-    restorer = next((c for c in callbacks if isinstance(c, RestoreBest)), None)
+    restorer = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
     result.best_epoch = None if restorer is None else restorer.best_epoch
 
     result.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -214,6 +214,14 @@ class ResidualCNN(GrowableModel):
         stage, position = self.stage_position(location)
         self.stages[stage].insert(position, module)
 
+    def _take(self, location: int) -> nn.Module:
+        stage, position = self.stage_position(location)
+        if position >= len(self.stages[stage]):
+            raise ValueError(f"no residual layer after state {location} (the last of stage {stage})")
+        layer = self.stages[stage][position]
+        del self.stages[stage][position]
+        return layer
+
     def insertion_kind(self, location: int) -> Conv2d:
         """Every location takes a "same" convolution (see :mod:`topogrow.core.layer_kinds`)."""
         self.stage_position(location)

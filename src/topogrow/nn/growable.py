@@ -221,6 +221,20 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
         """Put an inserted layer or module after state ``location`` (default: into ``self.layers``)."""
         self.layers.insert(location, module)
 
+    def remove_layer(self, location: int) -> nn.Module:
+        """Remove and return the residual layer right after state ``location``: the inverse of
+        ``insert_layer(location)`` or ``insert_block(location, ...)`` (a rolled-back insertion)."""
+        location = self._check_location(location)
+        return self._take(location)
+
+    def _take(self, location: int) -> nn.Module:
+        """Remove the layer after state ``location`` (default: from ``self.layers``)."""
+        if location >= len(self.layers):
+            raise ValueError(f"no residual layer after state {location} (depth {self.depth})")
+        layer = self.layers[location]
+        del self.layers[location]
+        return layer
+
     # ------------------------------------------------------------- helpers
     def _init_activation(self, activation: str | nn.Module | None) -> None:
         """Set ``activation_name``, the activation of inserted layers and ``activation_curvature``."""

@@ -225,6 +225,11 @@ class ViT(GrowableModel):
             kind = "block"
         self._kinds.insert(location, kind)
 
+    def _take(self, location: int) -> nn.Module:
+        layer = super()._take(location)
+        del self._kinds[location]
+        return layer
+
     def head_modules(self) -> list[nn.Module]:
         """The head and the final norm before it: ``[self.head, self.norm]``."""
         return [self.head, self.norm]
