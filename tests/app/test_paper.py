@@ -48,10 +48,13 @@ def test_run_paper_writes_a_report_from_its_runs(tmp_path, monkeypatch):
     td = [r["metric"] for r in runs if r["strategy"] == "td"]
     assert f"{sum(td) / 3:.4f}" in text  # the table shows the mean of the runs just made
     assert (tmp_path / "toy" / "compare.png").exists()
-    # The summary line: td, the best other strategy and scratch, from the same runs.
+    # The summary line: td, its rank and its paired record against the best other strategy, from the same runs.
     summary = text.split("## Summary", 1)[1].split("## Toy regression", 1)[0]
-    means = {s: sum(r["metric"] for r in runs if r["strategy"] == s) / 3 for s in ("td", "random", "scratch")}
+    by_seed = {s: {r["seed"]: r["metric"] for r in runs if r["strategy"] == s} for s in ("td", "random", "scratch")}
+    means = {s: sum(v.values()) / 3 for s, v in by_seed.items()}
     best_other = min(("random", "scratch"), key=means.get)
     rank = sorted(means, key=means.get).index("td") + 1
-    assert f"| Toy regression | 1.0 (test MSE) | {means['td']:.4f} ± " in summary
-    assert f"| {best_other}: {means[best_other]:.4f} ± " in summary and f"| {rank} of 3 |" in summary
+    advantage = sum(by_seed[best_other][k] - by_seed["td"][k] for k in by_seed["td"]) / 3  # lower MSE is better
+    wins = sum(by_seed[best_other][k] > by_seed["td"][k] for k in by_seed["td"])
+    assert f"| Toy regression | 1.0 (test MSE) | {means['td']:.4f} ± " in summary and f"| {rank} of 3 |" in summary
+    assert f"| {best_other}: {advantage:+.4f} [" in summary and f"], {wins}/3 (" in summary

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from topogrow._validation import check_int
+from topogrow.app.paired import Paired, paired
 from topogrow.app.task import Task
 from topogrow.app.tasks import make_task
 from topogrow.growth import Grower, GrowthConfig, GrowthHistory
@@ -203,6 +204,26 @@ class Comparison:
                 }
             )
         return rows
+
+    @property
+    def higher_better(self) -> bool:
+        """Whether a larger metric is better (accuracy) or a smaller one (errors)."""
+        return "accuracy" in self.metric_name
+
+    def metrics(self, strategy: str) -> dict[int, float]:
+        """The metric of ``strategy`` by seed."""
+        return {r.seed: r.metric for r in self.results if r.strategy == strategy}
+
+    def paired(self, reference: str) -> dict[str, Paired]:
+        """``reference`` against every other strategy, seed by seed (positive = reference better)."""
+        ours = self.metrics(reference)
+        out = {}
+        for strategy in self.by_strategy():
+            theirs = self.metrics(strategy)
+            seeds = sorted(set(ours) & set(theirs))
+            if strategy != reference and seeds:
+                out[strategy] = paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from topogrow._io import write_json_atomic, write_text_atomic
-from topogrow.app.experiment import Comparison, ModelConfig, compare
+from topogrow.app.experiment import DEPTH_SEARCH, Comparison, ModelConfig, compare
+from topogrow.app.paired import paired, paired_cell
 from topogrow.app.report import comparison_table, plot_comparison
 from topogrow.growth import GrowthConfig
 from topogrow.growth.strategies import growth_strategies
@@ -65,8 +66,8 @@ def _row_from_dict(name: str, values: dict[str, Any], quick: bool) -> Row:
         n_train=values.get("n_train"),
         model=ModelConfig(**values.get("model", {})),
         growth=GrowthConfig.from_dict(values.get("growth", {})),
-        strategies=tuple(values.get("strategies", growth_strategies())),
-        seeds=int(values.get("seeds", 3)),
+        strategies=tuple(values.get("strategies", (*growth_strategies(), DEPTH_SEARCH))),
+        seeds=int(values.get("seeds", 5)),
         note=values.get("note", ""),
         quick=values.get("quick", {}),
     )
@@ -113,12 +114,29 @@ def _cell(summary: dict[str, dict[str, Any]], strategy: str | None) -> str:
     return f"{summary[strategy]['metric_mean']:.4f} ± {summary[strategy]['metric_std']:.4f}"
 
 
-def paper_summary(out: Path, quick: bool, only: list[str] | None = None) -> str:
+def _paired_from_runs(runs: list[dict[str, Any]], reference: str, other: str, higher_better: bool):
+    ours = {r["seed"]: r["metric"] for r in runs if r["strategy"] == reference}
+    theirs = {r["seed"]: r["metric"] for r in runs if r["strategy"] == other}
+    seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+        return None
+    return paired([ours[s] for s in seeds], [theirs[s] for s in seeds], higher_better)
+
+
+def _record(result) -> str:
+    return "—" if result is None else f"{paired_cell(result)} ({result.verdict})"
+
+
+def paper_summary(out: Path, quick: bool, only: list[str] | None = None, reference: str | None = None) -> str:
     """A Markdown table, one line per row whose ``out/<row>/compare.json`` exists: the paper's
-    figure, ``td``, the best other strategy, ``scratch`` (mean ± std) and td's rank."""
+    figure; the default strategy (``reference``) with its rank; its paired record (positive = it is
+    better: mean difference [95 % t-interval], seeds won) against the best other strategy, against
+    ``depth-search`` and against ``no-growth``; and its cost against ``depth-search`` (wall time, epochs)."""
+    reference = reference or GrowthConfig().strategy
     lines = [
-        "| row | paper | td | best other strategy | scratch | td's rank |",
-        "|---|---|---|---|---|---|",
+        f"| row | paper | {reference} | rank | vs best other | vs depth-search | vs no-growth | "
+        "cost / depth-search (time, epochs) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in load_rows(quick, only):
         path = out / row.name / "compare.json"
@@ -126,14 +144,25 @@ def paper_summary(out: Path, quick: bool, only: list[str] | None = None) -> str:
             continue
         payload = json.loads(path.read_text())
         summary = {r["strategy"]: r for r in payload["summary"]}
+        if reference not in summary:
+            continue
         higher_better = "accuracy" in payload["metric"]
         order = sorted(summary, key=lambda k: summary[k]["metric_mean"], reverse=higher_better)
-
-        other = next((k for k in order if k != "td"), None)
-        rank = f"{order.index('td') + 1} of {len(order)}" if "td" in order else "—"
+        runs = payload["runs"]
+        other = next((k for k in order if k not in (reference, "depth-search", "no-growth")), None)
+        cost = "—"
+        if "depth-search" in summary:
+            search = summary["depth-search"]
+            cost = (
+                f"{summary[reference]['wall_time'] / search['wall_time']:.2f}, "
+                f"{summary[reference]['epochs'] / search['epochs']:.2f}"
+            )
         lines.append(
-            f"| {row.row} | {row.paper['value']} ({row.paper['metric']}) | {_cell(summary, 'td')} | "
-            f"{other}: {_cell(summary, other)} | {_cell(summary, 'scratch')} | {rank} |"
+            f"| {row.row} | {row.paper['value']} ({row.paper['metric']}) | {_cell(summary, reference)} | "
+            f"{order.index(reference) + 1} of {len(order)} | "
+            f"{other}: {_record(_paired_from_runs(runs, reference, other, higher_better) if other else None)} | "
+            f"{_record(_paired_from_runs(runs, reference, 'depth-search', higher_better))} | "
+            f"{_record(_paired_from_runs(runs, reference, 'no-growth', higher_better))} | {cost} |"
         )
     return "\n".join(lines)
 

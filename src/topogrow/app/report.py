@@ -7,12 +7,15 @@ from pathlib import Path
 
 from topogrow._io import write_atomic, write_json_atomic
 from topogrow.app.experiment import Comparison, RunResult
+from topogrow.app.paired import paired_cell
+from topogrow.growth import GrowthConfig
 
 __all__ = ["comparison_table", "plot_comparison", "plot_runs", "save_figure", "write_json_atomic"]
 
 
-def comparison_table(comparison: Comparison) -> str:
-    """A Markdown table: metric mean +- std, final depth, parameters, epochs, wall time."""
+def comparison_table(comparison: Comparison, reference: str | None = None) -> str:
+    """A Markdown table: metric mean +- std, final depth, parameters, epochs, wall time; then
+    ``reference`` (default: the library's default strategy) paired against every other strategy."""
     metric = comparison.metric_name
     lines = [
         f"| strategy | {metric} (mean ± std) | final depth | parameters | epochs | wall time (s) |",
@@ -29,6 +32,16 @@ def comparison_table(comparison: Comparison) -> str:
         )
     seeds = rows[0]["seeds"] if rows else 0
     lines.append(f"\n{comparison.task}: {seeds} seeds; each seed has its own split and initial network.")
+    reference = reference or GrowthConfig().strategy
+    against = comparison.paired(reference) if seeds > 1 else {}
+    if against:
+        lines += [
+            f"\nPaired against `{reference}` (per seed: the same split and initial network; positive = "
+            f"`{reference}` better; mean difference [95 % t-interval], seeds won):\n",
+            f"| strategy | {reference}'s advantage | verdict |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {name} | {paired_cell(result)} | {result.verdict} |" for name, result in against.items()]
     return "\n".join(lines)
 
 
