@@ -138,7 +138,11 @@ class _GrowingEstimator(BaseEstimator):
         final_epochs: int = 10,
         lr: float = 1e-3,
         batch_size: int = 128,
+        early_stopping: bool = True,
         validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        rollback: bool = True,
         random_state: int | np.random.RandomState | None = None,
         device: str | None = "cpu",
         activation: str = "silu-tanh",
@@ -152,7 +156,11 @@ class _GrowingEstimator(BaseEstimator):
         self.final_epochs = final_epochs
         self.lr = lr
         self.batch_size = batch_size
+        self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.rollback = rollback
         self.random_state = random_state
         self.device = device
         self.activation = activation
@@ -165,6 +173,13 @@ class _GrowingEstimator(BaseEstimator):
         fraction = _real("validation_fraction", self.validation_fraction)
         if not 0 <= fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be True or False, got {self.early_stopping!r}")
+        if not isinstance(self.rollback, (bool, np.bool_)):
+            raise ValueError(f"rollback must be True or False, got {self.rollback!r}")
+        tol = _real("tol", self.tol)
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must be in (0, 1) (a relative improvement), got {self.tol!r}")
         device = resolve_device(self.device)
         prepare_activation(self.activation)
         config = GrowthConfig(
@@ -175,11 +190,14 @@ class _GrowingEstimator(BaseEstimator):
             lr=_real("lr", self.lr),
             batch_size=_integer("batch_size", self.batch_size, 1),
             device=str(device),
+            early_stopping_patience=_integer("n_iter_no_change", self.n_iter_no_change, 1),
+            min_delta=tol,
+            rollback=bool(self.rollback),
         )
         return _Settings(
             width=_integer("width", self.width, 1),
             initial_depth=_integer("initial_depth", self.initial_depth, 0),
-            validation_fraction=fraction,
+            validation_fraction=fraction if self.early_stopping else 0.0,
             device=device,
             config=config,
         )
@@ -211,6 +229,7 @@ class _GrowingEstimator(BaseEstimator):
         self.history_ = history
         self.depth_ = self.model_.depth
         self.n_iter_ = history.total_epochs
+        self.best_validation_score_ = min(e.val_loss for e in history.epochs) if val is not None else None
 
     @torch.no_grad()
     def _forward(self, X: Any) -> np.ndarray:
@@ -271,9 +290,21 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
         Adam learning rate.
     batch_size : int, default=128
         Mini-batch size.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data (seeded split) and judge on its loss: every
+        stage and the final training keep their best epoch and end after ``n_iter_no_change``
+        epochs without a relative improvement of ``tol``; insertions are kept only if they help
+        (``rollback``). With ``False`` (as in scikit-learn) nothing is held out and the training
+        loss is judged instead. On by default, unlike scikit-learn's MLPs: growth decides on it.
     validation_fraction : float, default=0.1
-        Fraction of the training data held out (seeded split) for the growth stop
-        rules. 0 uses the training loss instead (so does a set too small to split).
+        Fraction of the training data held out when ``early_stopping`` (0, or a set too small to
+        split, uses the training loss instead).
+    n_iter_no_change : int, default=10
+        Epochs without improvement that end a stage or the final training.
+    tol : float, default=1e-4
+        The relative improvement of the loss that counts (``min_delta`` of the growth loop).
+    rollback : bool, default=True
+        Keep an insertion only if the stage after it improves the loss; else undo it and stop growing.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the split, the batch order and random strategies.
         Pass an int for reproducible fits.
@@ -295,6 +326,9 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
         Residual layers of the grown network.
     n_iter_ : int
         Training epochs run in all.
+    best_validation_score_ : float or None
+        The lowest validation loss seen (``None`` without a held-out set), as scikit-learn's
+        ``best_validation_score_`` (a loss here: lower is better).
     n_outputs_ : int
         Number of regression targets.
     n_features_in_ : int

@@ -111,7 +111,11 @@ def test_get_params_set_params_round_trip():
         final_epochs=0,
         lr=0.005,
         batch_size=16,
+        early_stopping=False,
         validation_fraction=0.0,
+        n_iter_no_change=3,
+        tol=1e-3,
+        rollback=False,
         random_state=7,
         device="cpu",
         activation="z-tanh",
@@ -233,3 +237,23 @@ def test_classifier_needs_two_classes_and_rejects_continuous_targets(regression_
         GrowingClassifier().fit(X, np.full(len(X), "a"))
     with pytest.raises(ValueError, match="Unknown label type"):
         GrowingClassifier().fit(X, y)
+
+
+def test_early_stopping_uses_scikit_learns_names_and_keeps_the_best_epoch():
+    """early_stopping holds out validation_fraction and ends training after n_iter_no_change
+    epochs without a relative improvement of tol; the model kept is the best epoch's."""
+    g = np.random.RandomState(0)
+    X = g.randn(300, 4)
+    y = X[:, 0] + 0.5 * X[:, 1] ** 2 + 0.1 * g.randn(300)
+    params = dict(width=8, max_depth=2, epochs_per_stage=40, final_epochs=60, lr=0.05, batch_size=32)
+    model = GrowingRegressor(**params, n_iter_no_change=3, tol=1e-2, random_state=0).fit(X, y)
+    history = model.history_
+    assert model.n_iter_ < 40 + 40 + 60  # ended early
+    assert model.best_validation_score_ == min(e.val_loss for e in history.epochs)
+    # the last stage ended because of patience: 3 epochs after its best, or at its budget
+    final = [e for e in history.epochs if e.stage == history.epochs[-1].stage]
+    assert len(final) < 60
+    off = GrowingRegressor(**params, early_stopping=False, n_iter_no_change=3, random_state=0).fit(X, y)
+    assert off.best_validation_score_ is None and off.n_iter_ < 40 + 40 + 60
+    with pytest.raises(ValueError, match="tol must be in"):
+        GrowingRegressor(tol=0).fit(X, y)

@@ -213,7 +213,8 @@ def _check_arguments(
                     f"locations[{index}] must be an integer in 0..{n_locations - 1} (the model then has "
                     f"{n_locations} locations), got {location!r}"
                 )
-    check_bool("restore_best", restore_best)
+    if restore_best is not None:
+        check_bool("restore_best", restore_best)
     if restore_best and val_data is None:
         raise ValueError("restore_best needs val_data (the loss it keeps the best epoch by)")
 
@@ -234,7 +235,7 @@ def adapt(
     rel_threshold: float | None = 0.1,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
     lora_rank: int | None = None,
-    restore_best: bool = False,
+    restore_best: bool | None = None,
     locations: Sequence[int] | None = None,
 ) -> AdaptResult:
     """Adapt a pretrained growable model to ``target_data`` by inserting new layers.
@@ -269,7 +270,8 @@ def adapt(
         lora_rank: for ``"lora"``, the adapters' rank (``None``: matched to ``n_layers`` layers).
         restore_best: early stopping: at the end of each stage (the training after an
             insertion), restore the parameters of its epoch with the lowest ``val_data`` loss,
-            the state before its first epoch included, before the next insertion (needs ``val_data``).
+            the state before its first epoch included, before the next insertion (needs
+            ``val_data``). ``None`` (the default): on when ``val_data`` is given.
         locations: for the inserting strategies, where each insertion goes (one location of the
             model as it is at that insertion, per layer) instead of where the strategy would
             choose: ``"td"`` then still initialises by the eigenvectors there (an ablation of *how*
@@ -295,6 +297,7 @@ def adapt(
         val_data,
         locations,
     )
+    restore_best = val_data is not None if restore_best is None else restore_best
     loss_fn = resolve_loss(loss)
     source = DataSource.from_data(target_data, "target_data", batch_size, shuffle=True, seed=seed)
     if val_data is not None:
