@@ -341,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         "samples S, network, schedule, budget, strategies, seeds) and write results/paper.md with the paper's "
         "figure beside each strategy's mean ± std, final depth, parameters and wall time, plus a plot per row.",
     )
-    paper_parser.add_argument("--quick", action="store_true", help="the reduced budget (every row, 5 seeds, small epochs)")
+    paper_parser.add_argument(
+        "--quick", action="store_true", help="the reduced budget (every row, 5 seeds, small epochs)"
+    )
     paper_parser.add_argument("--rows", help="comma-separated subset of rows (file names without .json)")
     paper_parser.add_argument("--out", type=Path, default=Path("results"), help="folder (default %(default)s)")
     paper_parser.add_argument("--data-dir", help="folder holding (or caching) the data files")

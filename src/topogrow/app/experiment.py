@@ -248,19 +248,20 @@ def epoch_budget(growth: GrowthConfig, initial_depth: int) -> int:
 
 def depth_search(task: Task, growth: GrowthConfig, model: ModelConfig) -> RunResult:
     """The search a user runs instead of growing: train the network from scratch at every depth
-    from the initial one to ``max_depth`` (each for :func:`epoch_budget` epochs, with the config's
-    early stopping), keep the depth with the lowest validation loss, and report its test metric
-    with the **total** cost of the search (epochs and wall time summed over the depths)."""
-    config = growth.replace(strategy="no-growth")
+    from the initial one to ``max_depth`` (each with the budget of one growth run,
+    :func:`epoch_budget` of the initial network, and the config's early stopping), keep the
+    depth with the lowest validation loss, and report its test metric with the **total** cost of
+    the search (epochs and wall time summed over the depths)."""
+    torch.manual_seed(growth.seed)
+    budget = epoch_budget(growth, build_model(task, model).depth)  # what one growth run may train
+    config = growth.replace(strategy="no-growth", final_epochs=budget)
     runs = []
     depth = model.initial_depth
     while True:
         torch.manual_seed(growth.seed)
-        network = build_model(task, model, depth)
-        if runs and network.depth > growth.max_depth:
+        if runs and build_model(task, model, depth).depth > growth.max_depth:
             break
-        budget = epoch_budget(growth, network.depth)
-        result, _ = run(task, config.replace(final_epochs=budget), model, initial_depth=depth)
+        result, _ = run(task, config, model, initial_depth=depth)
         runs.append(result)
         depth += 1
     chosen = min(runs, key=lambda r: min(e.val_loss for e in r.history.epochs))
