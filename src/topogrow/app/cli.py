@@ -345,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="the reduced budget (every row, 5 seeds, small epochs)"
     )
     paper_parser.add_argument("--rows", help="comma-separated subset of rows (file names without .json)")
+    paper_parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: write paper.md again from the rows' compare.json under --out (e.g. after runs split "
+        "by --rows, or with another --reference)",
+    )
+    paper_parser.add_argument(
+        "--reference", help="the strategy paired against the others in the tables (default: the library's default)"
+    )
     paper_parser.add_argument("--out", type=Path, default=Path("results"), help="folder (default %(default)s)")
     paper_parser.add_argument("--data-dir", help="folder holding (or caching) the data files")
     paper_parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -452,11 +461,18 @@ def _transfer(args: argparse.Namespace) -> None:
 
 
 def _paper(args: argparse.Namespace) -> None:
-    from topogrow.app.paper_runner import run_paper
+    from topogrow.app.paper_runner import render_paper, run_paper
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     command = "topogrow paper" + (" --quick" if args.quick else "") + (f" --rows {args.rows}" if args.rows else "")
-    path = run_paper(args.out, args.quick, rows, args.data_dir, progress=not args.quiet, command=command)
+    if args.reference is not None:
+        GrowthConfig(strategy=args.reference)  # a registered name, or a "did you mean"
+    if args.render:
+        path = render_paper(args.out, args.quick, rows, command, args.reference)
+    else:
+        path = run_paper(args.out, args.quick, rows, args.data_dir, progress=not args.quiet, command=command)
+        if args.reference is not None:
+            path = render_paper(args.out, args.quick, rows, command, args.reference)
     print(path.read_text())
     print(f"wrote {path}")
 

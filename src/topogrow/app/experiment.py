@@ -87,6 +87,13 @@ class RunResult:
         out["history"] = self.history.to_dict()
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunResult:
+        """The inverse of :meth:`to_dict` (e.g. from a ``compare.json``)."""
+        values = dict(values)
+        values["history"] = GrowthHistory.from_dict(values["history"])
+        return cls(**values)
+
 
 def _run_metadata(task: Task, model: ModelConfig, initial_depth: int | None, spec: dict[str, Any] | None) -> dict:
     """What a checkpoint records about the run besides the growth config (to refuse a mismatched resume)."""
@@ -224,6 +231,17 @@ class Comparison:
             if strategy != reference and seeds:
                 out[strategy] = paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
         return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Comparison:
+        """The inverse of :meth:`to_dict` (a ``compare.json``)."""
+        return cls(
+            task=values["task"],
+            metric_name=values["metric"],
+            growth=GrowthConfig.from_dict(values["growth"]),
+            model=ModelConfig(**values["model"]),
+            results=[RunResult.from_dict(run) for run in values["runs"]],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -167,6 +167,47 @@ def paper_summary(out: Path, quick: bool, only: list[str] | None = None, referen
     return "\n".join(lines)
 
 
+def _section(row: Row, comparison: Comparison, seconds: float, reference: str | None) -> str:
+    paper = row.paper
+    return (
+        f"## {row.row}\n\n"
+        f"Paper: {paper['metric']} = {paper['value']}"
+        + (f" ({paper['note']})" if paper.get("note") else "")
+        + f". Here: task `{row.task}`, S = {row.n_train or 'all'} training samples, "
+        f"{row.model.family} of width {row.model.width} grown from depth {row.model.initial_depth} to at most "
+        f"{row.growth.max_depth}, {row.growth.epochs_per_stage} epochs per stage, {row.growth.final_epochs} "
+        f"final epochs; {row.seeds} seeds; {seconds:.0f} s.\n"
+        + (f"\n{row.note}\n" if row.note else "")
+        + f"\n{comparison_table(comparison, reference)}\n\n![{row.name}]({row.name}/compare.png)\n"
+    )
+
+
+def render_paper(
+    out: Path, quick: bool, only: list[str] | None = None, command: str = "topogrow paper", reference: str | None = None
+) -> Path:
+    """Write ``out/paper.md`` from the rows' ``out/<row>/compare.json`` (the runs of :func:`run_paper`),
+    with ``reference`` (default: the library's default strategy) paired against the others."""
+    sections, total = [], 0.0
+    for row in load_rows(quick, only):
+        path = out / row.name / "compare.json"
+        if not path.is_file():
+            continue
+        payload = json.loads(path.read_text())
+        seconds = float(payload.get("seconds", sum(run["wall_time"] for run in payload["runs"])))
+        total += seconds
+        sections.append(_section(row, Comparison.from_dict(payload), seconds, reference))
+    if not sections:
+        raise ValueError(f"{out}: no row has a compare.json to report (run topogrow paper first)")
+    header = (
+        "# The paper's results table, reproduced\n\n"
+        f"Command: `{command}`{' (quick budget)' if quick else ''}; commit {_commit()}; "
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
+        f"total {total:.0f} s. Every number below comes from these runs.\n\n"
+        f"## Summary\n\n{paper_summary(out, quick, only, reference)}\n\n"
+    )
+    return write_text_atomic(out / "paper.md", header + "\n".join(sections))
+
+
 def run_paper(
     out: Path,
     quick: bool,
@@ -175,34 +216,13 @@ def run_paper(
     progress: bool = True,
     command: str = "topogrow paper",
 ) -> Path:
-    """Run the rows, write ``out/paper.md`` (and a JSON and a PNG per row)."""
-    rows = load_rows(quick, only)
-    start = time.perf_counter()
-    sections = []
-    for row in rows:
-        row_start = time.perf_counter()
+    """Run the rows, write a JSON and a PNG per row, then ``out/paper.md`` (:func:`render_paper`)."""
+    for row in load_rows(quick, only):
+        start = time.perf_counter()
         comparison: Comparison = compare(
             row.task, row.strategies, row.seeds, row.growth, row.model, data_dir, row.n_train, progress=progress
         )
-        write_json_atomic(out / row.name / "compare.json", comparison.to_dict())
+        payload = {**comparison.to_dict(), "seconds": time.perf_counter() - start}
+        write_json_atomic(out / row.name / "compare.json", payload)
         plot_comparison(comparison, out / row.name / "compare.png")
-        paper = row.paper
-        sections.append(
-            f"## {row.row}\n\n"
-            f"Paper: {paper['metric']} = {paper['value']}"
-            + (f" ({paper['note']})" if paper.get("note") else "")
-            + f". Here: task `{row.task}`, S = {row.n_train or 'all'} training samples, "
-            f"{row.model.family} of width {row.model.width} grown from depth {row.model.initial_depth} to at most "
-            f"{row.growth.max_depth}, {row.growth.epochs_per_stage} epochs per stage, {row.growth.final_epochs} "
-            f"final epochs; {row.seeds} seeds; {time.perf_counter() - row_start:.0f} s.\n"
-            + (f"\n{row.note}\n" if row.note else "")
-            + f"\n{comparison_table(comparison)}\n\n![{row.name}]({row.name}/compare.png)\n"
-        )
-    header = (
-        "# The paper's results table, reproduced\n\n"
-        f"Command: `{command}`{' (quick budget)' if quick else ''}; commit {_commit()}; "
-        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
-        f"total {time.perf_counter() - start:.0f} s. Every number below comes from these runs.\n\n"
-        f"## Summary\n\n{paper_summary(out, quick, only)}\n\n"
-    )
-    return write_text_atomic(out / "paper.md", header + "\n".join(sections))
+    return render_paper(out, quick, only, command)
