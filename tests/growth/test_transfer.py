@@ -188,7 +188,15 @@ def test_not_a_growable_model_raises_type_error():
 
 
 def test_strategies_listed():
-    assert transfer_strategies() == ("td", "random-location", "zero-location", "head-only", "full", "lora")
+    assert transfer_strategies() == (
+        "td",
+        "td-eigenspace",
+        "random-location",
+        "zero-location",
+        "head-only",
+        "full",
+        "lora",
+    )
 
 
 def test_dataloader_and_float32():

@@ -368,6 +368,8 @@ class TDEigenspace(Strategy):
     the top eigenpairs of the matrix-free operator stand in for its positive eigenspace.
     """
 
+    for_transfer: ClassVar[bool] = True
+
     name: str = "td-eigenspace"
 
     def propose(self, context):
