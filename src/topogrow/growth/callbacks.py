@@ -162,8 +162,10 @@ class Freeze(Callback):
     def __init__(self, pretrained: bool = False, head: bool = True, latest_only: bool = False) -> None:
         self.pretrained, self.head, self.latest_only = pretrained, head, latest_only
         self.trainable: list[str] | None = None
+        self.model: nn.Module | None = None
 
     def on_fit_start(self, grower):
+        self.model = grower.model
         if self.trainable is not None:  # resumed
             self._apply(grower.model, self.trainable)
         elif self.pretrained:
@@ -190,6 +192,8 @@ class Freeze(Callback):
             parameter.requires_grad_(name in names)
 
     def state_dict(self):
+        if self.trainable is not None and self.model is not None:  # as the model is now (a rollback restores flags)
+            self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
         return {"trainable": self.trainable}
 
     def load_state_dict(self, state):
