@@ -46,9 +46,11 @@ from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow._registry import Registry
 from topogrow._validation import check_int, unknown_name_error
 from topogrow.app.experiment import ModelConfig, build_model
+from topogrow.app.paired import paired, paired_cell
 from topogrow.app.report import save_figure
 from topogrow.app.task import Task
 from topogrow.core.losses import resolve_loss
+from topogrow.growth.config import GrowthConfig
 from topogrow.growth.data import TensorBatches
 from topogrow.growth.strategies import transfer_strategies
 from topogrow.growth.training import optimizer_factory, rebuild_optimizer, train_epoch
@@ -457,7 +459,36 @@ def transfer_table(results: TransferResults) -> str:
         )
         + f"; total {results.wall_time:.0f} s."
     )
+    lines += _paired_lines(results, label)
     return "\n".join(lines)
+
+
+def _paired_lines(results: TransferResults, label: str, reference: str | None = None) -> list[str]:
+    """``reference`` paired with every other strategy per target size (the same pretrained network and
+    draw per seed): mean difference [95 % t-interval], seeds won; positive = ``reference`` better."""
+    config = results.config
+    reference = reference or GrowthConfig().strategy
+    if reference not in config.strategies or config.seeds < 2:
+        return []
+    metric = {(r.strategy, r.samples, r.seed): r.metric for r in results.records}
+    seeds = sorted({r.seed for r in results.records})
+    header = " | ".join(f"{label} = {size}" for size in config.samples)
+    lines = [
+        f"\nPaired against `{reference}` (positive = `{reference}` better; mean difference [95 % t-interval], "
+        "seeds won):\n",
+        f"| strategy | {header} |",
+        "|---|" + "---|" * len(config.samples),
+    ]
+    for strategy in config.strategies:
+        if strategy == reference:
+            continue
+        cells = []
+        for size in config.samples:
+            ours = [metric[(reference, size, seed)] for seed in seeds]
+            theirs = [metric[(strategy, size, seed)] for seed in seeds]
+            cells.append(paired_cell(paired(ours, theirs, results.higher_better)))
+        lines.append(f"| {strategy} | {' | '.join(cells)} |")
+    return lines
 
 
 def plot_transfer(results: TransferResults, path: str | Path) -> Path:

@@ -229,7 +229,7 @@ def adapt(
     lr: float = 1e-3,
     batch_size: int = 64,
     val_data=None,
-    strategy: str = "td",
+    strategy: str | None = None,
     seed: int = 0,
     neurons: int | None = None,
     rel_threshold: float | None = 0.1,
@@ -260,8 +260,10 @@ def adapt(
         lr: Adam's learning rate.
         batch_size: mini-batch size for training and evaluation on a pair.
         val_data: optional ``(X, y)`` pair or DataLoader for the per-epoch validation loss.
-        strategy: ``"td"``, ``"random-location"``, ``"zero-location"``, ``"head-only"``, ``"full"``
-            or ``"lora"`` (see :func:`~topogrow.growth.strategies.transfer_strategies`).
+        strategy: ``"td"``, ``"td-eigenspace"``, ``"random-location"``, ``"zero-location"``,
+            ``"head-only"``, ``"full"`` or ``"lora"`` (see
+            :func:`~topogrow.growth.strategies.transfer_strategies`); ``None``: the library's
+            default strategy (``GrowthConfig().strategy``).
         seed: seeds the shuffling and the random locations and initialisations.
         neurons: for ``"td"``, the number of leading eigenvectors per layer (``None``:
             every block whose eigenvalue is at least ``rel_threshold`` times the largest).
@@ -280,6 +282,7 @@ def adapt(
     Returns:
         an :class:`AdaptResult`.
     """
+    strategy = GrowthConfig().strategy if strategy is None else strategy
     _check_arguments(
         model,
         strategy,
