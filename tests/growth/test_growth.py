@@ -137,7 +137,7 @@ def test_unknown_strategy_suggests_the_closest(name, suggestion):
 def test_config_validation():
     growth = {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
     growth |= {"td-eigenspace", "small", "small-where", "no-growth"}
-    transfer = {"td", "td-eigenspace", "random-location", "zero-location", "head-only", "full", "lora"}
+    transfer = {"td", "small-where", "td-eigenspace", "random-location", "zero-location", "head-only", "full", "lora"}
     assert set(growth_strategies()) == growth and set(transfer_strategies()) == transfer
     assert set(STRATEGIES) == growth | transfer
     for name in STRATEGIES:

@@ -346,6 +346,8 @@ class Small(Strategy):
 class SmallWhere(Small):
     """``small`` at the topological derivative's location: *where* from TD, a small random *how*."""
 
+    for_transfer: ClassVar[bool] = True
+
     name: str = "small-where"
 
     def propose(self, context):
