@@ -188,15 +188,8 @@ def test_not_a_growable_model_raises_type_error():
 
 
 def test_strategies_listed():
-    assert transfer_strategies() == (
-        "td",
-        "td-eigenspace",
-        "random-location",
-        "zero-location",
-        "head-only",
-        "full",
-        "lora",
-    )
+    expected = ("td", "small-where", "td-eigenspace", "random-location", "zero-location", "head-only", "full", "lora")
+    assert transfer_strategies() == expected
 
 
 def test_dataloader_and_float32():
