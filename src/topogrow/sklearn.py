@@ -133,7 +133,7 @@ class _GrowingEstimator(BaseEstimator):
         width: int = 32,
         initial_depth: int = 1,
         max_depth: int = 4,
-        strategy: str = "td",
+        strategy: str = "small-where",
         epochs_per_stage: int = 10,
         final_epochs: int = 10,
         lr: float = 1e-3,
@@ -278,8 +278,10 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
         Residual layers to start from (0 allowed).
     max_depth : int, default=4
         Stop growing at this many residual layers.
-    strategy : str, default="td"
-        Where and how to insert a layer: ``"td"`` (topological derivative), ``"td-where"``,
+    strategy : str, default="small-where"
+        Where and how to insert a layer: ``"small-where"`` (a small random layer where the
+        topological derivative is largest, the library's default), ``"td"`` (the paper's rule),
+        ``"td-eigenspace"``, ``"td-where"``,
         ``"td-how"``, ``"random"``, ``"zero"``, or ``"scratch"`` (no growth: the network
         keeps ``initial_depth`` layers and trains ``final_epochs`` epochs).
     epochs_per_stage : int, default=10

@@ -45,7 +45,7 @@ def test_every_field_has_an_option_with_help(verb):
 @pytest.mark.parametrize("verb", ["run", "compare"])
 def test_parsed_defaults_are_growth_config_defaults(verb):
     args = _parse([verb, "synthetic"])
-    growth, _ = cli._configs(args, "td" if verb == "compare" else None)
+    growth, _ = cli._configs(args)
     assert growth == GrowthConfig()
     assert dataclasses.asdict(growth) == dataclasses.asdict(GrowthConfig())
 

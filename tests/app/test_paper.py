@@ -34,7 +34,7 @@ def test_run_paper_writes_a_report_from_its_runs(tmp_path, monkeypatch):
             "n_train": 200,
             "model": {"width": 8, "initial_depth": 1},
             "growth": {"max_depth": 2, "epochs_per_stage": 1, "final_epochs": 1},
-            "strategies": ["td", "random", "scratch"],
+            "strategies": ["td", "small-where", "random", "scratch"],
             "seeds": 3,
         },
         quick=True,
@@ -44,17 +44,20 @@ def test_run_paper_writes_a_report_from_its_runs(tmp_path, monkeypatch):
     text = path.read_text()
     assert "## Toy regression" in text and "Paper: test MSE = 1.0" in text
     runs = json.loads((tmp_path / "toy" / "compare.json").read_text())["runs"]
-    assert len(runs) == 9
+    assert len(runs) == 12
     td = [r["metric"] for r in runs if r["strategy"] == "td"]
     assert f"{sum(td) / 3:.4f}" in text  # the table shows the mean of the runs just made
     assert (tmp_path / "toy" / "compare.png").exists()
-    # The summary line: td, its rank and its paired record against the best other strategy, from the same runs.
+    # The summary line: the default strategy, its rank and its paired record against the best other one.
     summary = text.split("## Summary", 1)[1].split("## Toy regression", 1)[0]
-    by_seed = {s: {r["seed"]: r["metric"] for r in runs if r["strategy"] == s} for s in ("td", "random", "scratch")}
+    names = ("small-where", "td", "random", "scratch")
+    by_seed = {s: {r["seed"]: r["metric"] for r in runs if r["strategy"] == s} for s in names}
     means = {s: sum(v.values()) / 3 for s, v in by_seed.items()}
-    best_other = min(("random", "scratch"), key=means.get)
-    rank = sorted(means, key=means.get).index("td") + 1
-    advantage = sum(by_seed[best_other][k] - by_seed["td"][k] for k in by_seed["td"]) / 3  # lower MSE is better
-    wins = sum(by_seed[best_other][k] > by_seed["td"][k] for k in by_seed["td"])
-    assert f"| Toy regression | 1.0 (test MSE) | {means['td']:.4f} ± " in summary and f"| {rank} of 3 |" in summary
+    best_other = min(names[1:], key=means.get)
+    rank = sorted(means, key=means.get).index("small-where") + 1
+    ours, theirs = by_seed["small-where"], by_seed[best_other]
+    advantage = sum(theirs[k] - ours[k] for k in ours) / 3  # lower MSE is better
+    wins = sum(theirs[k] > ours[k] for k in ours)
+    assert f"| Toy regression | 1.0 (test MSE) | {means['small-where']:.4f} ± " in summary
+    assert f"| {rank} of 4 |" in summary
     assert f"| {best_other}: {advantage:+.4f} [" in summary and f"], {wins}/3 (" in summary

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from topogrow import ResidualCNN, ResidualMLP, ViT
+from topogrow.growth.config import GrowthConfig
 from topogrow.growth.strategies import transfer_strategies
 from topogrow.growth.transfer import adapt
 from topogrow.nn.lora import adaptable_modules, add_low_rank_adapters
@@ -53,7 +54,9 @@ def test_td_adapt_freezes_inserts_and_lowers_the_target_loss(name, train_head):
     model, data, loss = TASKS[name]()
     before = _snapshot(model)
     depth, n_locations = model.depth, len(model.locations)
-    result = adapt(model, data, loss, n_layers=2, train_head=train_head, epochs=4, lr=1e-2, batch_size=16)
+    result = adapt(
+        model, data, loss, n_layers=2, train_head=train_head, epochs=4, lr=1e-2, batch_size=16, strategy="td"
+    )
 
     assert result.model is model
     assert model.depth == depth + 2 and result.n_inserted == 2
@@ -87,7 +90,9 @@ def test_td_line_search_follows_the_second_order_prediction():
     """A small first insertion on the untouched model: the measured change has the sign and
     size of -(eps^2/2) sum mu (the eigenvector initialisation really is a descent direction)."""
     model, data, loss = _mlp_task()
-    result = adapt(model, data, loss, n_layers=1, epochs=0, epsilons=(1e-3,), neurons=1, train_head=False)
+    result = adapt(
+        model, data, loss, n_layers=1, epochs=0, epsilons=(1e-3,), neurons=1, train_head=False, strategy="td"
+    )
     predicted, actual = result.predicted_changes[0], result.line_searches[0].change
     assert predicted < 0 and actual < 0
     assert actual / predicted == pytest.approx(1.0, abs=0.05)
@@ -313,3 +318,9 @@ def test_forced_locations():
         with pytest.raises(ValueError, match=match):
             deep = ResidualMLP(in_features=3, width=6, depth=2, out_features=1).double()
             adapt(deep, data, loss, n_layers=2, **{"strategy": "td", **kwargs})
+
+
+def test_adapt_uses_the_librarys_default_strategy():
+    model, data, loss = _mlp_task()
+    result = adapt(model, data, loss, n_layers=1, epochs=1, batch_size=16)
+    assert result.strategy == GrowthConfig().strategy == "small-where" and result.n_inserted == 1

@@ -113,7 +113,9 @@ def test_encoder_block_matrix_free_matches_real_loss_change_at_every_location(lo
 
 def test_vit_grows_by_encoder_blocks():
     model, x, y = make("cross_entropy", depth=1)
-    config = GrowthConfig(block="encoder", max_depth=3, epochs_per_stage=1, final_epochs=1, batch_size=16)
+    config = GrowthConfig(
+        strategy="td", block="encoder", max_depth=3, epochs_per_stage=1, final_epochs=1, batch_size=16
+    )
     history = Grower(model, "cross_entropy", config).fit((x, y), (x, y))
     assert model.depth == 3 and model.spec()["layers"].count("encoder") == 3
     assert len(history.insertions) == 2 and all(s.actual_change <= 0 for s in history.insertions)

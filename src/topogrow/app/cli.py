@@ -489,7 +489,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 def _configs(args: argparse.Namespace, strategy: str | None = None) -> tuple[GrowthConfig, ModelConfig]:
     """The growth and model configs: defaults, then ``--config FILE``, then the options given
-    (``strategy``, if given, replaces the strategy: ``compare`` starts from ``td``)."""
+    (``strategy``, if given, replaces the strategy)."""
     values = {name: getattr(args, name) for name in args.growth_fields}
     if strategy is not None:
         values["strategy"] = strategy
@@ -561,7 +561,7 @@ def _compare(args: argparse.Namespace) -> None:
     for name in strategies:
         if name not in STRATEGIES and name != DEPTH_SEARCH:
             GrowthConfig(strategy=name)  # raises with a "did you mean"
-    growth, model = _configs(args, "td")
+    growth, model = _configs(args)
     comparison = compare(
         args.task, strategies, args.seeds, growth, model, args.data_dir, args.n_train, progress=not args.quiet
     )

@@ -22,7 +22,9 @@ class GrowthConfig:
     """Everything that decides a growth run; checked on construction.
 
     Attributes:
-        strategy: where/how to grow, a name in :data:`~topogrow.growth.strategies.STRATEGIES`.
+        strategy: where/how to grow, a name in :data:`~topogrow.growth.strategies.STRATEGIES`
+            (default ``"small-where"``: the best paired record over the paper rows and the transfer
+            benchmarks; ``"td"`` is the paper's rule, kept as published).
         max_depth: stop growing at this many residual layers.
         schedule: when a stage ends, a name in :data:`~topogrow.growth.schedules.SCHEDULES`:
             ``"fixed"`` (``epochs_per_stage`` epochs per stage) or ``"plateau"`` (until the
@@ -70,7 +72,7 @@ class GrowthConfig:
             ``max(2, neurons)`` eigenpairs are computed per location.
     """
 
-    strategy: str = "td"
+    strategy: str = "small-where"
     max_depth: int = 8
     schedule: str = "fixed"
     epochs_per_stage: int = 10
