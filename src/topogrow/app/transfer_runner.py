@@ -305,6 +305,18 @@ class TransferResults:
                 )
         return rows
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransferResults:
+        """The inverse of :meth:`to_dict` (a ``transfer.json``), e.g. to write its table again."""
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in values["config"].items()}
+        return cls(
+            config=TransferConfig(**config),
+            metric_name=values["metric_name"],
+            records=[TransferRecord(**record) for record in values["records"]],
+            pretrained=values["pretrained"],
+            wall_time=values["wall_time"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
