@@ -204,5 +204,5 @@ def test_cli_transfer_bad_option_is_one_line():
     assert run.returncode == 2
     assert run.stderr.strip() == (
         "topogrow: error: unknown strategy 'lorra'; expected one of: full, head-only, lora, random-location, "
-        "target-only, td, zero-location (did you mean 'lora'?)"
+        "small-where, target-only, td, td-eigenspace, zero-location (did you mean 'lora'?)"
     )
