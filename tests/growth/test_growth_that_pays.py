@@ -234,3 +234,26 @@ def test_paired_statistics_are_the_t_interval_of_the_per_seed_differences():
     assert flipped.mean == pytest.approx(result.mean) and flipped.wins == result.wins
     with pytest.raises(ValueError, match="same seeds"):
         paired([1.0], [1.0, 2.0], higher_better=True)
+
+
+def test_td_eigenspace_on_wide_layers_uses_the_leading_eigenpair_of_each_block(monkeypatch):
+    """Above KEEP_LIMIT the blocks are not kept: each row is sqrt(lambda_r / mu_max) z_r v_r along
+    its block's leading eigenvector, and the curvature is the exact sum of z_r^2 lambda_r^2 / mu_max."""
+    from topogrow.growth.strategies import TDEigenspace
+
+    monkeypatch.setattr(TDEigenspace, "KEEP_LIMIT", 2)
+    net = model(depth=2)
+    x, y = data(200)
+    context = StageContext(net, (x, y), "mse", GrowthConfig(strategy="td-eigenspace"), torch.Generator())
+    context.strategy = TDEigenspace(name="td-eigenspace")
+    proposal = context.proposal
+    td = context.topological_derivative()
+    values, vectors = td.block_eigenvalues[proposal.location], td.block_eigenvectors[proposal.location]
+    rows = proposal.direction
+    if bool((values <= 0).any()):
+        pytest.skip("a block without a positive eigenvalue: its row is random")
+    cosines = (rows * vectors).sum(dim=1).abs() / rows.norm(dim=1)
+    torch.testing.assert_close(cosines, torch.ones_like(cosines))  # each row along its leading eigenvector
+    exact = GrowthConfig()  # the curvature against the dense blocks of the same network
+    blocks = StageContext(net, (x, y), "mse", exact).topological_derivative(keep=True)
+    assert proposal.curvature == pytest.approx(blocks.quadratic_form(proposal.location, rows), rel=1e-6)

@@ -366,23 +366,36 @@ class TDEigenspace(Strategy):
     keeps it dead); a row whose block has no positive eigenvalue gets a small random row
     (``SMALL_SCALE`` times the default initialisation). Epsilon by the line search.
 
-    On the closed form it needs the blocks (the block solver); growing by a registered block,
-    the top eigenpairs of the matrix-free operator stand in for its positive eigenspace.
+    Where the blocks are small (patch length ``m <= KEEP_LIMIT`` at every location) they are
+    kept (the block solver) and ``B_r^+`` is exact. For wider layers the iterative solver's leading
+    eigenpair of each block stands in (``B_r^+ ~ lambda_r v_r v_r^T``: row ``r`` is
+    ``sqrt(lambda_r / mu_max) z_r v_r``), so the rule costs no more than ``td`` there. Growing by
+    a registered block, the top eigenpairs of the matrix-free operator stand in likewise.
     """
 
     for_transfer: ClassVar[bool] = True
+    #: The widest patch (m) whose blocks are kept for the exact rule.
+    KEEP_LIMIT: ClassVar[int] = 256
 
     name: str = "td-eigenspace"
 
+    def _derivative(self, context):
+        widest = max(context.model.insertion_shape(location)[1] for location in context.model.locations)
+        exact = self.block is None and widest <= self.KEEP_LIMIT
+        return context.topological_derivative(keep=exact), exact
+
     def propose(self, context):
-        return self.propose_at(context, context.best_location(context.topological_derivative(keep=True)))
+        return self.propose_at(context, context.best_location(self._derivative(context)[0]))
 
     def propose_at(self, context, location):
-        td = context.topological_derivative(keep=True)
+        td, exact = self._derivative(context)
         if self.block is not None:
             return self._matrix_free(context, td, location)
-        blocks = td.blocks[location]  # (n, m, m)
-        values, vectors = torch.linalg.eigh(blocks)
+        if exact:
+            values, vectors = torch.linalg.eigh(td.blocks[location])  # (n, m), (n, m, m)
+        else:  # the leading eigenpair of each block: (n, 1), (n, m, 1)
+            values = td.block_eigenvalues[location][:, None]
+            vectors = td.block_eigenvectors[location][:, :, None]
         top = float(values.max())
         scale = (values.clamp(min=0) / top).sqrt() if top > 0 else torch.zeros_like(values)
         z = torch.randn(values.shape, generator=context.generator, dtype=torch.float64)
@@ -391,7 +404,9 @@ class TDEigenspace(Strategy):
         if dead.any():
             small = SMALL_SCALE * random_init(context.model, location, context.generator)
             rows[dead] = small[dead]
-        return Proposal(location, rows, td.quadratic_form(location, rows))
+        # without the blocks: rows along unit eigenvectors give v^T B v = lambda each; a random row's is unknown
+        known = None if dead.any() else float(((scale * z) ** 2 * values).sum())
+        return Proposal(location, rows, td.quadratic_form(location, rows) if exact else known)
 
     def _matrix_free(self, context, td, location):
         values, vectors = td.block_eigenvalues[location], td.block_eigenvectors[location]  # (k,), (k, n)
