@@ -163,6 +163,7 @@ def run(
         checkpoint_every=checkpoint_every,
     )
     wall = history.wall_time if found is not None else time.perf_counter() - start
+    grower.model.preprocessing = getattr(task, "preprocessing", None)  # saved with the model, for predict
     result = RunResult(
         strategy=growth.strategy,
         seed=growth.seed,

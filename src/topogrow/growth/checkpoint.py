@@ -185,7 +185,11 @@ def _model_record(model: nn.Module) -> dict[str, Any]:
             f"cannot save a {name} with a custom activation module: a checkpoint rebuilds the activation by "
             "name (use 'silu-tanh' or 'z-tanh')"
         )
-    return {"class": name, "spec": spec, "dtype": str(parameter.dtype).removeprefix("torch.")}
+    record = {"class": name, "spec": spec, "dtype": str(parameter.dtype).removeprefix("torch.")}
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is not None:
+        record["preprocessing"] = json.loads(json.dumps(preprocessing))
+    return record
 
 
 def _build(record: dict[str, Any], path: Path, device: torch.device | str | None = "cpu") -> nn.Module:
@@ -204,6 +208,10 @@ def _build(record: dict[str, Any], path: Path, device: torch.device | str | None
             model = cls(**spec)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: the spec does not build a {name}: {error}") from None
+    preprocessing = record.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        raise CheckpointError(f"{path}: preprocessing must be an object, got {type(preprocessing).__name__}")
+    model.preprocessing = preprocessing
     return model.to(device=device or "cpu", dtype=dtype)
 
 

@@ -91,6 +91,9 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
     activation_curvature: float
     head: nn.Module
     layers: Any
+    #: How the training data were transformed (see :mod:`topogrow.nn.prediction`), saved with the
+    #: model; ``None``: inputs and outputs are used as they are.
+    preprocessing: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ contract
     @abc.abstractmethod
@@ -134,6 +137,20 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
     def n_parameters(self) -> int:
         """The number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+    def predict(self, X: Any) -> Any:
+        """Predictions for raw inputs ``X`` (numpy, pandas, lists or tensors of any float dtype; one
+        sample or many) in the user's units: the saved preprocessing is applied on the way in and
+        undone on the way out; class labels for a classifier (:func:`topogrow.nn.prediction.predict`)."""
+        from topogrow.nn.prediction import predict
+
+        return predict(self, X)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities ``(N, n_classes)`` for raw inputs ``X`` (a classifier only)."""
+        from topogrow.nn.prediction import predict_proba
+
+        return predict_proba(self, X)
 
     def head_modules(self) -> list[nn.Module]:
         """The modules after the last state, that map it to the prediction: ``[self.head]``."""
