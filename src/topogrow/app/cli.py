@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+import topogrow
 from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow._validation import one_line
 from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, run
+from topogrow.app.provenance import provenance
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
@@ -295,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     from topogrow.app.transfer_runner import BENCHMARKS
 
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=_RawDescriptionFormatter)
+    parser.add_argument("--version", action="version", version=f"topogrow {topogrow.__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench,transfer}")
     run_parser = verbs.add_parser(
         "run",
@@ -547,6 +550,7 @@ def _run(args: argparse.Namespace) -> None:
         "growth": growth.to_dict(),
         "model": model.__dict__,
         "run": result.to_dict(),
+        **provenance(args.task, args.data_dir, args.command_line),
     }
     json_path = write_json_atomic(out / "run.json", payload)
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {growth.strategy}, seed {growth.seed}")
@@ -567,7 +571,8 @@ def _compare(args: argparse.Namespace) -> None:
     )
     print(comparison_table(comparison))
     out = args.out or Path("results") / f"compare-{args.task}"
-    json_path = write_json_atomic(out / "compare.json", comparison.to_dict())
+    payload = {**comparison.to_dict(), **provenance(args.task, args.data_dir, args.command_line)}
+    json_path = write_json_atomic(out / "compare.json", payload)
     png_path = plot_comparison(comparison, out / "compare.png")
     write_text_atomic(out / "compare.md", comparison_table(comparison) + "\n")
     print(f"wrote {json_path}, {png_path} and {out / 'compare.md'}")
@@ -602,9 +607,11 @@ def _import_plugins(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _import_plugins(sys.argv[1:] if argv is None else list(argv))
+    given = sys.argv[1:] if argv is None else list(argv)
+    argv = _import_plugins(given)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["topogrow", *given]  # as typed (run.json and compare.json record it)
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line

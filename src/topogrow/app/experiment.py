@@ -113,7 +113,8 @@ def _check_same_run(grower: Grower, growth: GrowthConfig, metadata: dict[str, An
     given = {k: v for k, v in growth.to_dict().items() if k != "device"}
     theirs = {**{f"growth {k}": v for k, v in saved.items()}, **grower.metadata}
     ours = {**{f"growth {k}": v for k, v in given.items()}, **metadata}
-    for key in sorted(set(theirs) | set(ours)):
+    # the task first: a checkpoint of another task differs in much else (n_train, ...) that follows from it
+    for key in sorted(set(theirs) | set(ours), key=lambda k: (k != "task", k)):
         if theirs.get(key) != ours.get(key):
             raise ValueError(
                 f"{where}: written by a different run ({key} is {theirs.get(key)!r} there, {ours.get(key)!r} here); "

@@ -9,6 +9,7 @@ it without importing each other.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -108,6 +109,10 @@ def split_and_standardise(
     if n_train is not None:
         if n_train < 2:
             raise ValueError(f"n_train must be >= 2, got {n_train}")
+        if n_train > len(train):
+            warnings.warn(
+                f"n_train {n_train} > {len(train)} available training samples: using all {len(train)}", stacklevel=2
+            )
         train = train[:n_train]
     mean, std = X[train].mean(axis=0), X[train].std(axis=0)
     std[std == 0] = 1.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch.nn import functional as F
 
 from topogrow.core.batches import Data, iter_batches
 from topogrow.core.layer_kinds import LayerKind
@@ -36,6 +37,32 @@ class StatefulModel(Protocol):
     def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
     def insertion_kind(self, location: int) -> LayerKind: ...
+
+
+#: Built-in losses that compare each prediction with a float target of the same shape (and
+#: would broadcast a target of another shape silently, or with only torch's warning).
+ELEMENTWISE_LOSSES = (
+    F.mse_loss,
+    F.l1_loss,
+    F.smooth_l1_loss,
+    F.huber_loss,
+    F.cross_entropy,
+    F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits,
+)
+
+
+def check_target_shape(prediction: torch.Tensor, y: torch.Tensor, loss: Loss) -> None:
+    """Refuse floating targets whose shape is not the prediction's, for the built-in losses
+    (:data:`ELEMENTWISE_LOSSES`): ``y`` of shape ``(N,)`` against a prediction ``(N, 1)`` would
+    broadcast to ``(N, N)`` and give a wrong loss, adjoints and topological derivative.
+    A custom loss callable decides for itself."""
+    if loss not in ELEMENTWISE_LOSSES or not y.is_floating_point() or y.shape == prediction.shape:
+        return
+    hint = "give targets of the prediction's shape"
+    if tuple(y.shape) + (1,) == tuple(prediction.shape):
+        hint = "use y[:, None]" if y.ndim == 1 else "use y.unsqueeze(-1)"
+    raise ValueError(f"targets have shape {tuple(y.shape)} but the model predicts {tuple(prediction.shape)}: {hint}")
 
 
 def states_and_adjoints(
@@ -64,6 +91,7 @@ def states_and_adjoints(
             # parameter is frozen (transfer learning): make the input a leaf that does.
             x = x.detach().requires_grad_(True)
         prediction, states = model.forward_states(x)
+        check_target_shape(prediction, y, loss)
         value = loss(prediction, y)
         if not torch.isfinite(value):
             raise FloatingPointError(f"the loss is not finite ({value.item()}): cannot compute adjoints")

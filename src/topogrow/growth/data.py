@@ -60,7 +60,12 @@ class DataSource:
             loader = TensorBatches(x, y, batch_size, shuffle, seed)
             return cls(loader, int(x.shape[0]), data)
         if isinstance(data, DataLoader) or (hasattr(data, "__iter__") and not isinstance(data, (tuple, list))):
-            n = len(data.dataset) if hasattr(data, "dataset") else -1
+            if iter(data) is data:  # a generator or iterator: exhausted after one epoch
+                raise TypeError(
+                    f"{name}: got a one-shot {type(data).__name__} (an iterator), but training goes over the data "
+                    "once per epoch; pass a DataLoader, an iterable that starts over at each iter(), or a pair (X, y)"
+                )
+            n = _dataset_size(data)
             if n == 0:
                 raise ValueError(f"{name}: the DataLoader's dataset is empty")
             return cls(data, n, data)
@@ -75,6 +80,16 @@ class DataSource:
             if count >= n_samples:
                 break
         return batches
+
+
+def _dataset_size(data) -> int:
+    """The number of samples of a DataLoader's dataset; -1 when unknown (an ``IterableDataset``
+    or anything else without ``__len__``)."""
+    dataset = getattr(data, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else -1
+    except TypeError:
+        return -1
 
 
 def check_data_kind(data: Any, name: str) -> None:

@@ -125,6 +125,8 @@ class Grower:
             raise ValueError(f"device {cfg.device!r}: CUDA is not available here; use device='cpu'")
         if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
             raise TypeError(f"expected a model (an nn.Module with parameters), got {type(model).__name__}")
+        check_growable(model, cfg)
+        check_precision(model, self.device)
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"callbacks must be topogrow.growth.Callback objects, got {type(callback).__name__}")
@@ -148,6 +150,7 @@ class Grower:
         self._fit_callbacks: list[Callback] = list(self.callbacks)
         self._checkpoints: RunCheckpoints | None = None
         self._resume: Checkpoint | None = None
+        self._fitted = False
 
     # ------------------------------------------------------------------ public
     @classmethod
@@ -218,9 +221,22 @@ class Grower:
         block) skip that insertion with a ``RuntimeWarning`` (the stage's ``note`` says why)
         and training goes on; a training or validation loss that becomes NaN or inf raises
         ``FloatingPointError`` naming the last good checkpoint.
+
+        ``fit`` runs once per grower: a second call raises ``RuntimeError`` (the history of one
+        run must not pile up on another's, and the stop rules, early stopping and rollback
+        already hold the first run's state). To grow further, start a new grower on the
+        grown model, ``Grower(grower.model, ...).fit(...)``, which keeps its own history; to
+        continue an interrupted run, use :meth:`from_checkpoint`. A ``fit`` that failed
+        before training began (bad data, a model that does not fit it) may be called again.
         """
+        if self._fitted:
+            raise RuntimeError(
+                "fit() was already called on this Grower (its model and history are grower.model and "
+                "grower.history); to grow further use a new Grower(grower.model, ...), which keeps its own history"
+            )
         check_int("checkpoint_every", checkpoint_every, minimum=0)
         self._open_data(train, val)
+        self._fitted = True
         self._line_search_data = line_search_data
         resume = self._resume
         self._checkpoints = RunCheckpoints(
@@ -497,3 +513,60 @@ def _config_callbacks(config: GrowthConfig) -> list[Callback]:
     if config.rollback:
         callbacks.append(Rollback(config.min_delta, config.on_reject))
     return callbacks
+
+
+def check_growable(model: torch.nn.Module, config: GrowthConfig) -> None:
+    """Fail before training, naming the member, if ``model`` lacks what the growth loop will use
+    (:data:`topogrow.nn.growable.CONTRACT`): the states, the locations, inserting (and, with
+    rollback, removing) a layer, and the head (``head_modules()``, whose parameters new layers
+    take their device and dtype from)."""
+    name = type(model).__name__
+    needed = ["forward_states", "depth", "locations", "head_modules"]
+    needed += ["insert_layer", "insertion_shape"] if config.block is None else ["insert_block"]
+    if config.rollback:
+        needed.append("remove_layer")
+    members = {}
+    for member in needed:
+        try:
+            members[member] = getattr(model, member)
+        except AttributeError as error:  # a missing attribute, or a property that reads one
+            raise TypeError(
+                f"{name} cannot grow: it has no {member} ({one_line(error)}); the growth loop needs "
+                f"{', '.join(needed)} (subclass topogrow.nn.GrowableModel)"
+            ) from None
+    for member in ("forward_states", "head_modules", "insert_layer", "insert_block", "remove_layer"):
+        if member in members and not callable(members[member]):
+            raise TypeError(f"{name} cannot grow: its {member} is not a method (subclass topogrow.nn.GrowableModel)")
+    try:
+        heads = list(model.head_modules())
+        locations = len(model.locations)
+        if config.block is None:
+            model.insertion_shape(0)
+    except (AttributeError, TypeError, ValueError, IndexError, NotImplementedError) as error:
+        raise TypeError(
+            f"{name} cannot grow: head_modules(), locations or insertion_shape(0) fail ({one_line(error)}); "
+            "a model that renames its head overrides head_modules() to return it"
+        ) from None
+    if locations < 1:
+        raise TypeError(f"{name} cannot grow: it has no insertion locations (len(model.locations) is 0)")
+    if not all(isinstance(module, torch.nn.Module) for module in heads):
+        kinds = ", ".join(type(module).__name__ for module in heads)
+        raise TypeError(f"{name} cannot grow: head_modules() must return nn.Module objects, got [{kinds}]")
+
+
+def check_precision(model: torch.nn.Module, device: torch.device) -> None:
+    """Refuse float16 parameters: Adam's updates and the losses overflow or round to nothing in
+    float16 without a gradient scaler, whatever the learning rate."""
+    if not any(p.dtype == torch.float16 for p in model.parameters()):
+        return
+    if device.type == "cuda":
+        advice = (
+            "use bfloat16 (model.to(torch.bfloat16)) or float32 (float16 mixed precision needs torch.autocast "
+            "and a GradScaler, which the growth loop does not use)"
+        )
+    else:
+        advice = "on CPU use bfloat16 (model.to(torch.bfloat16)) or float32"
+    raise TypeError(
+        f"{type(model).__name__} has float16 parameters, which the growth loop does not train (no gradient "
+        f"scaler: the loss becomes NaN whatever the learning rate); {advice}"
+    )
