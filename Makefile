@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 # About 3 minutes on 2 cores: every strategy on California housing, 3 seeds.
 demo: $(STAMP)
 	$(BIN)/topogrow compare california --seeds 3 --threads 1 --batch-size 256 \
-		--epochs-per-stage 8 --final-epochs 10 --max-depth 4 --out results/demo
+		--epochs-per-stage 8 --final-epochs 10 --max-depth 4 --out results/demo --overwrite
 
 # What the topological derivative costs (under 15 minutes on 2 cores): results/bench.json
 # and a Markdown table. `make bench BENCH_ARGS=--quick` for a smoke run.

@@ -3,7 +3,11 @@
 :func:`write_atomic` writes the bytes to a temporary file beside the target, flushes them to
 disk, renames the temporary file over the target (``os.replace``, atomic on POSIX and
 Windows) and flushes the folder entry: a reader sees the old file or the new one, never a
-part. If anything fails, the target is left as it was and the temporary file is removed.
+part. If anything fails, the target is left as it was and the temporary file is removed, and an
+``OSError`` names the file (``<path>: No space left on device``, its ``errno`` kept).
+
+Files get ``0666 & ~umask`` and folders ``0777 & ~umask`` (0644 and 0755 under the usual umask
+022), as a plain ``open``/``mkdir`` would; :func:`umask` reads the process's umask.
 """
 
 from __future__ import annotations
@@ -12,14 +16,57 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_dir", "write_atomic", "write_json_atomic", "write_synced", "write_text_atomic"]
+__all__ = [
+    "dir_mode",
+    "file_mode",
+    "fsync_dir",
+    "named_os_error",
+    "umask",
+    "write_atomic",
+    "write_json_atomic",
+    "write_synced",
+    "write_text_atomic",
+]
 
-#: Permissions of a written file: read-write for the owner, readable by everyone (the mode a
-#: plain ``open(path, "w")`` gives under the usual umask 022; a temporary file is private).
-FILE_MODE = 0o644
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (``Umask:`` of ``/proc/self/status`` on Linux;
+    elsewhere set and restored under a lock, the only portable way)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """Permissions of a written file: ``0o666 & ~umask`` (0644 under umask 022), as ``open`` gives."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Permissions of a created folder: ``0o777 & ~umask`` (0755 under umask 022), as ``mkdir`` gives."""
+    return 0o777 & ~umask()
+
+
+def named_os_error(error: OSError, path: str | os.PathLike, note: str = "") -> OSError:
+    """``error`` as an ``OSError`` whose message starts with ``path`` (e.g. ``results/run.json: No space
+    left on device``), same ``errno``; ``error`` itself if it already names ``path``."""
+    text = error.strerror or str(error) or type(error).__name__
+    if error.filename is not None and str(error.filename) == str(path):
+        return error
+    named = OSError(f"{path}: {text}{note}")  # one argument: str() is the message, no "[Errno N]" before the path
+    named.errno = error.errno  # (strerror left unset: str() would become "[Errno N] <strerror>")
+    return named
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -41,26 +88,32 @@ def write_synced(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = FILE_MODE) -> Path:
+def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path`` as a :class:`~pathlib.Path`.
 
     The bytes go to a hidden temporary file in the same folder (``.<name>.<random>.tmp``), are
-    flushed to disk, get permissions ``mode``, and the file is renamed over ``path``; then the
-    folder is flushed. Missing parent folders are created. On any error (including
-    ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
+    flushed to disk, get permissions ``mode`` (default :func:`file_mode`: ``0o666 & ~umask``), and the
+    file is renamed over ``path``; then the folder is flushed. Missing parent folders are created. On any
+    error (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched; an
+    ``OSError`` (a full disk, a read-only folder) is raised again naming ``path``, its ``errno`` kept.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise named_os_error(error, path) from error
     os.close(handle)
     try:
         write_synced(tmp, data)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise named_os_error(error, path, " (nothing was written)") from error
         raise
     fsync_dir(path.parent)
     return path

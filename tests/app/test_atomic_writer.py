@@ -21,7 +21,7 @@ def test_write_atomic_writes_creates_folders_and_returns_the_path(tmp_path):
     target = tmp_path / "a" / "b" / "data.bin"
     assert _io.write_atomic(target, b"\x00\x01new") == target
     assert target.read_bytes() == b"\x00\x01new"
-    assert stat.S_IMODE(target.stat().st_mode) == _io.FILE_MODE
+    assert stat.S_IMODE(target.stat().st_mode) == _io.file_mode()
     assert _io.write_atomic(str(target), b"again", mode=0o600) == target
     assert target.read_bytes() == b"again" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert _listing(target.parent) == ["data.bin"]

@@ -162,11 +162,12 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
     assert "ckpt-" in err
 
 
-def test_resume_from_an_empty_directory_starts_from_the_beginning(tmp_path, capsys):
+def test_resume_from_a_missing_or_empty_directory_is_an_error(tmp_path, capsys):
+    # (was: a fresh start writing checkpoints into the mistyped folder; more in tests/app/test_output_folders.py)
     argv = [*RUN, "--max-depth", "2", "--final-epochs", "1", "--out", str(tmp_path / "out")]
-    assert main([*argv, "--resume", str(tmp_path / "nothing")]) == 0
-    assert "starting from the beginning" in capsys.readouterr().err
-    assert ckpt.find_checkpoint(tmp_path / "nothing") is not None  # checkpoints go where --resume points
+    assert main([*argv, "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists() and not (tmp_path / "out").exists()
 
 
 # --------------------------------------------- partial and corrupt files

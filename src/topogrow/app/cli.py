@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import json
 import re
+import shlex
 import sys
 import textwrap
 import warnings
@@ -22,6 +24,7 @@ import topogrow
 from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow._validation import one_line
 from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, run
+from topogrow.app.outdir import check_folder, locked
 from topogrow.app.provenance import provenance
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs
 from topogrow.app.tasks import TASKS, make_task
@@ -264,6 +267,12 @@ def _add_common(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
     )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="folder for the JSON and PNG (default results/<verb>-<task>)")
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a --out that holds another run's results: replaces the files topogrow writes there, "
+        "keeps all others (default: refuse a non-empty --out, but the one a --resume continues)",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bars")
     out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
@@ -320,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="continue the run checkpointed in DIR (<out>/checkpoints of the run, or one ckpt-NNNNNN folder in it) "
-        "from its newest checkpoint; give the same options as the run; starts from the beginning if DIR has none",
+        "from its newest checkpoint; give the same options as the run; an error if DIR holds no checkpoint",
     )
     compare_parser = verbs.add_parser(
         "compare",
@@ -457,9 +466,11 @@ def _transfer(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         data_dir=args.data_dir,
     )
+    out = args.out or Path("results") / f"transfer-{args.benchmark}"
+    args.cleanup.enter_context(locked(out, command=_command(args)))
     results = run_transfer(config, progress=not args.quiet)
     print(transfer_table(results))
-    paths = write_transfer(results, args.out or Path("results") / f"transfer-{args.benchmark}")
+    paths = write_transfer(results, out)
     print("wrote " + ", ".join(map(str, paths)))
 
 
@@ -511,6 +522,31 @@ def _configs(args: argparse.Namespace, strategy: str | None = None) -> tuple[Gro
     return growth, model
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line as typed (for the lock file)."""
+    return shlex.join(["topogrow", *getattr(args, "argv", [args.verb])])
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (after resolving links)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def _resume_checkpoint(folder: Path) -> Path:
+    """The checkpoint ``--resume folder`` continues; a missing folder or one without a checkpoint is an error."""
+    hint = "leave out --resume to start a new run"
+    if not folder.exists():
+        raise ValueError(f"--resume {folder}: no such folder ({hint})")
+    if not folder.is_dir():
+        raise ValueError(f"--resume {folder}: not a folder")
+    resume = find_checkpoint(folder)
+    if resume is None:
+        raise ValueError(
+            f"--resume {folder}: holds no checkpoint (a ckpt-NNNNNN folder, or checkpoints/ with one; {hint})"
+        )
+    return resume
+
+
 def _run(args: argparse.Namespace) -> None:
     growth, model = _configs(args)
     if growth.strategy == "scratch":
@@ -520,15 +556,16 @@ def _run(args: argparse.Namespace) -> None:
     out = args.out or Path("results") / f"run-{args.task}"
     checkpoints, resume = out / "checkpoints", None
     if args.resume is not None:
-        if args.resume.exists() and not args.resume.is_dir():
-            raise ValueError(f"--resume {args.resume}: not a folder")
-        resume = find_checkpoint(args.resume)
-        if resume is not None:
-            checkpoints = resume.parent
-            print(f"topogrow: resuming from {resume}", file=sys.stderr)
-        else:
-            checkpoints = args.resume / "checkpoints" if (args.resume / "checkpoints").is_dir() else args.resume
-            print(f"topogrow: no checkpoint in {args.resume} yet: starting from the beginning", file=sys.stderr)
+        resume = _resume_checkpoint(args.resume)
+        checkpoints = resume.parent
+    # Lock --out, and the run folder of checkpoints continued elsewhere; then --out must be this run's.
+    elsewhere = (
+        [] if _inside(checkpoints, out) else [checkpoints.parent if checkpoints.name == "checkpoints" else checkpoints]
+    )
+    args.cleanup.enter_context(locked(out, *elsewhere, command=_command(args)))
+    check_folder(out, "run", overwrite=args.overwrite, own=resume is not None and _inside(resume, out))
+    if resume is not None:
+        print(f"topogrow: resuming from {resume}", file=sys.stderr)
     task = make_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
     result, network = run(
         task,
@@ -566,11 +603,13 @@ def _compare(args: argparse.Namespace) -> None:
         if name not in STRATEGIES and name != DEPTH_SEARCH:
             GrowthConfig(strategy=name)  # raises with a "did you mean"
     growth, model = _configs(args)
+    out = args.out or Path("results") / f"compare-{args.task}"
+    args.cleanup.enter_context(locked(out, command=_command(args)))
+    check_folder(out, "compare", overwrite=args.overwrite)
     comparison = compare(
         args.task, strategies, args.seeds, growth, model, args.data_dir, args.n_train, progress=not args.quiet
     )
     print(comparison_table(comparison))
-    out = args.out or Path("results") / f"compare-{args.task}"
     payload = {**comparison.to_dict(), **provenance(args.task, args.data_dir, args.command_line)}
     json_path = write_json_atomic(out / "compare.json", payload)
     png_path = plot_comparison(comparison, out / "compare.png")
@@ -612,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = ["topogrow", *given]  # as typed (run.json and compare.json record it)
-    with warnings.catch_warnings():
+    args.argv = argv
+    with warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:  # the verb's locks, released last
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line
         try:

@@ -45,7 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from topogrow._io import dir_mode as _dir_mode
 from topogrow._io import fsync_dir as _fsync_dir
+from topogrow._io import named_os_error as _named_os_error
 from topogrow._io import write_atomic as _write_atomic
 from topogrow._io import write_synced as _write_bytes
 from topogrow._validation import check_int
@@ -628,16 +630,26 @@ class Checkpointer:
             **summary,
             "files": {k: _digest(v) for k, v in files.items()},
         }
-        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp"))
+        final = self.directory / name
         try:
-            for file_name, data in files.items():
+            tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp"))
+        except OSError as error:
+            raise _named_os_error(error, final, " (the checkpoint was not written)") from error
+        current = final
+        try:
+            os.chmod(tmp, _dir_mode())  # mkdtemp's folder is private (0700): follow the umask as mkdir does
+            for file_name, data in (*files.items(), (MANIFEST, _json_bytes(manifest))):
+                current = final / file_name  # named by where it goes: the temporary folder is removed
                 _write_bytes(tmp / file_name, data)
-            _write_bytes(tmp / MANIFEST, _json_bytes(manifest))
+            current = final
             _fsync_dir(tmp)
-            final = self.directory / name
             os.rename(tmp, final)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise _named_os_error(
+                    error, current, " (the checkpoint was not written; nothing half-written is left)"
+                ) from error
             raise
         _fsync_dir(self.directory)
         self.next_index += 1

@@ -23,7 +23,7 @@ def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write ``arrays`` to ``path`` as ``.npz`` atomically (:func:`topogrow._io.write_atomic`), so a
-    crash never leaves a half-written cache under the real name; readable by everyone (shared data)."""
+    crash never leaves a half-written cache under the real name; permissions follow the umask."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_atomic(path, buffer.getvalue(), mode=0o644)
+    write_atomic(path, buffer.getvalue())
