@@ -27,6 +27,8 @@ from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, 
 from topogrow.app.outdir import check_folder, locked
 from topogrow.app.provenance import provenance
 from topogrow.app.report import comparison_table, plot_comparison, plot_runs
+from topogrow.app.tabular import is_table_path, read_table, table_task
+from topogrow.app.task import Task
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
@@ -222,13 +224,32 @@ def _add_common(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
     """The data, network, growth, training and output options of ``run`` and ``compare``."""
     m = ModelConfig()
     data = parser.add_argument_group("data")
-    data.add_argument("task", help=f"task to learn: {_names(TASKS)}")
+    data.add_argument(
+        "task",
+        help=f"task to learn: {_names(TASKS)}; or a table file (.csv, .npz, or .parquet with pyarrow) with --target",
+    )
     data.add_argument(
         "--data-dir",
         help="folder holding the data files (else $TOPOGROW_DATA_DIR, "
         "then shared/datasets above the working directory, then scikit-learn's fetcher)",
     )
     data.add_argument("--n-train", type=int, help="use only this many training samples")
+    data.add_argument("--target", help="the column to predict (a table file only; required for one)")
+    data.add_argument(
+        "--task-type",
+        choices=("regression", "classification"),
+        help="of a table file (default: inferred: classification for labels that are text, or integers with at "
+        "most 20 distinct values; printed)",
+    )
+    data.add_argument(
+        "--val-fraction", type=float, help="share of a table's rows for validation (default 0.16; a table file only)"
+    )
+    data.add_argument(
+        "--test-fraction", type=float, help="share of a table's rows for the test (default 0.2; a table file only)"
+    )
+    data.add_argument(
+        "--dropna", action="store_true", help="drop a table's rows with empty or NaN cells (default: an error)"
+    )
     net = parser.add_argument_group("network")
     net.add_argument(
         "--model",
@@ -547,13 +568,49 @@ def _resume_checkpoint(folder: Path) -> Path:
     return resume
 
 
+_TABLE_OPTIONS = ("target", "task_type", "val_fraction", "test_fraction", "dropna")
+
+
+def _task_factory(args: argparse.Namespace) -> tuple[Callable[..., Task] | None, str]:
+    """For a table file: a task factory ``(seed, data_dir, n_train) -> Task`` (the table read once, the
+    task type printed) and the name for the output folder; for a registered task ``(None, task)``."""
+    if not is_table_path(args.task) or args.task in TASKS:
+        given = [name for name in _TABLE_OPTIONS if getattr(args, name) not in (None, False)]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{options}: for a table file (.csv, .npz, .parquet), not the task {args.task!r}")
+        return None, args.task
+    table = read_table(args.task)
+    if args.target is None:
+        raise ValueError(f"{args.task}: --target is required for a table: one of {', '.join(table.names)}")
+    options = {
+        "target": args.target,
+        "task_type": args.task_type,
+        "val_fraction": 0.16 if args.val_fraction is None else args.val_fraction,
+        "test_fraction": 0.2 if args.test_fraction is None else args.test_fraction,
+        "dropna": args.dropna,
+    }
+
+    def factory(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
+        return table_task(table, seed=seed, n_train=n_train, **options)
+
+    task = factory(seed=args.seed, n_train=args.n_train)  # every error before any training
+    kind = "given" if args.task_type else "inferred"
+    classes = task.preprocessing["classes"]
+    detail = "" if classes is None else f", {len(classes)} classes: {', '.join(map(str, classes[:10]))}"
+    detail += ", ..." if classes is not None and len(classes) > 10 else ""
+    print(f"topogrow: task type: {task.kind} ({kind}){detail}", file=sys.stderr)
+    return factory, Path(args.task).stem
+
+
 def _run(args: argparse.Namespace) -> None:
     growth, model = _configs(args)
     if growth.strategy == "scratch":
         raise ValueError("'scratch' needs a td run to copy the architecture from: use 'topogrow compare'")
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-    out = args.out or Path("results") / f"run-{args.task}"
+    factory, name = _task_factory(args)
+    out = args.out or Path("results") / f"run-{name}"
     checkpoints, resume = out / "checkpoints", None
     if args.resume is not None:
         resume = _resume_checkpoint(args.resume)
@@ -566,7 +623,10 @@ def _run(args: argparse.Namespace) -> None:
     check_folder(out, "run", overwrite=args.overwrite, own=resume is not None and _inside(resume, out))
     if resume is not None:
         print(f"topogrow: resuming from {resume}", file=sys.stderr)
-    task = make_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
+    if factory is None:
+        task = make_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
+    else:
+        task = factory(seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
     result, network = run(
         task,
         growth,
@@ -603,11 +663,20 @@ def _compare(args: argparse.Namespace) -> None:
         if name not in STRATEGIES and name != DEPTH_SEARCH:
             GrowthConfig(strategy=name)  # raises with a "did you mean"
     growth, model = _configs(args)
-    out = args.out or Path("results") / f"compare-{args.task}"
+    factory, name = _task_factory(args)
+    out = args.out or Path("results") / f"compare-{name}"
     args.cleanup.enter_context(locked(out, command=_command(args)))
     check_folder(out, "compare", overwrite=args.overwrite)
     comparison = compare(
-        args.task, strategies, args.seeds, growth, model, args.data_dir, args.n_train, progress=not args.quiet
+        args.task,
+        strategies,
+        args.seeds,
+        growth,
+        model,
+        args.data_dir,
+        args.n_train,
+        progress=not args.quiet,
+        task_factory=factory,
     )
     print(comparison_table(comparison))
     payload = {**comparison.to_dict(), **provenance(args.task, args.data_dir, args.command_line)}

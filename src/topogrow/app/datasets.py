@@ -3,6 +3,7 @@ then a search of ``shared/datasets`` above the working directory and the package
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def find_file(names: list[str], data_dir: str | Path | None = None) -> tuple[Pat
             if path.is_file():
                 return path, tried
     return None, tried
+
+
+def file_record(path: str | Path) -> dict:
+    """``{"path": absolute path, "sha256": hex digest}`` of a data file (read in 1 MiB chunks)."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "sha256": digest.hexdigest()}
 
 
 def read_statlib_california(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +304,7 @@ def compare(
     data_dir: str | None = None,
     n_train: int | None = None,
     progress: bool = True,
+    task_factory: Callable[..., Task] | None = None,
 ) -> Comparison:
     """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network); by
     default every registered growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`)
@@ -310,6 +313,8 @@ def compare(
     ``scratch`` trains the final architecture of that seed's ``td`` run from scratch
     for the same total number of epochs, so ``td`` must be among the strategies;
     ``no-growth`` trains the initial network for the growth budget (:func:`epoch_budget`).
+    ``task_factory`` (e.g. a table's, see :mod:`topogrow.app.tabular`) is called as
+    ``task_factory(seed=, data_dir=, n_train=)`` for each seed instead of the task registered as ``task_name``.
     """
     growth = growth or GrowthConfig()
     model = model or ModelConfig()
@@ -325,7 +330,7 @@ def compare(
     comparison = Comparison(task_name, "", growth, model)
     bar = tqdm(total=seeds * len(order), desc=f"compare {task_name}", unit="run", disable=not progress)
     for seed in range(growth.seed, growth.seed + seeds):
-        task = make_task(task_name, seed=seed, data_dir=data_dir, n_train=n_train)
+        task = (task_factory or partial(make_task, task_name))(seed=seed, data_dir=data_dir, n_train=n_train)
         comparison.metric_name = task.metric_name
         td_result = None
         for name in order:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 import topogrow
-from topogrow.app.datasets import find_file
+from topogrow.app.datasets import file_record, find_file
+from topogrow.app.tabular import is_table_path
 
 #: The file each built-in task reads, as :func:`~topogrow.app.datasets.find_file` looks for it.
 DATA_FILES: dict[str, list[str]] = {
@@ -43,6 +44,8 @@ def data_file(task: str, data_dir: str | Path | None = None) -> dict[str, str] |
     """``{"path", "sha256"}`` of the file the built-in ``task`` reads, found as the task finds it;
     ``None`` for a task without one (synthetic data) or whose data came from elsewhere (e.g.
     scikit-learn's cache)."""
+    if is_table_path(task) and Path(task).is_file():  # the user's own table
+        return file_record(task)
     names = DATA_FILES.get(task)
     if names is None:
         return None

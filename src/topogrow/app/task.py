@@ -26,6 +26,17 @@ class Task:
     are ``(N,)`` int64 class indices. Inputs are ``(N, in_features)`` float32, or for
     image tasks ``(N, *input_shape)`` = ``(N, C, H, W)`` (see :meth:`flattened` for a
     network that takes vectors).
+
+    ``preprocessing`` (JSON-able, or ``None`` where a task has none recorded) is exactly what turned
+    the raw data into these tensors, so that predictions on raw data can be made and inverted::
+
+        {"kind": "regression" | "classification",
+         "feature_names": [str, ...],          # the input columns, in order
+         "target": str | None,                 # the target column
+         "x_mean": [float, ...], "x_std": [float, ...],   # X = (raw - x_mean) / x_std, per feature
+         "y_mean": [float, ...] | None, "y_std": [float, ...] | None,  # y = (raw - y_mean) / y_std
+         "classes": [label, ...] | None,       # class index i <-> label classes[i] (sorted)
+         "data": {"path": str, "sha256": str} | None}   # the file read
     """
 
     name: str
@@ -38,6 +49,7 @@ class Task:
     y_test: torch.Tensor
     out_features: int
     input_shape: tuple[int, ...] | None = None  # (C, H, W) of one sample for image tasks
+    preprocessing: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.input_shape is None:
@@ -98,8 +110,13 @@ def split_and_standardise(
     n_train: int | None = None,
     val_fraction: float = 0.16,
     test_fraction: float = 0.2,
+    return_stats: bool = False,
 ) -> tuple[np.ndarray, ...]:
-    """Seeded split into train/val/test; features standardised with training statistics."""
+    """Seeded split into train/val/test; features standardised with training statistics.
+
+    Returns ``X_train, y_train, X_val, y_val, X_test, y_test``, followed by the training ``mean``
+    and ``std`` of the features (a zero std replaced by 1) with ``return_stats=True``.
+    """
     if len(X) != len(y) or len(X) < 10:
         raise ValueError(f"need at least 10 samples with matching X and y, got {len(X)} and {len(y)}")
     order = np.random.default_rng(seed).permutation(len(X))
@@ -117,7 +134,8 @@ def split_and_standardise(
     mean, std = X[train].mean(axis=0), X[train].std(axis=0)
     std[std == 0] = 1.0
     scale = lambda a: (a - mean) / std  # noqa: E731
-    return scale(X[train]), y[train], scale(X[val]), y[val], scale(X[test]), y[test]
+    parts = scale(X[train]), y[train], scale(X[val]), y[val], scale(X[test]), y[test]
+    return (*parts, mean, std) if return_stats else parts
 
 
 def relative_l2_error(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from topogrow._registry import Registry
-from topogrow.app.datasets import load_california
+from topogrow.app.datasets import CALIFORNIA_FEATURES, file_record, find_file, load_california
 from topogrow.app.images import load_digits, load_mnist5k, load_mnist_idx
 from topogrow.app.task import Task, split_and_standardise
 
@@ -37,17 +37,39 @@ def register_task(
     return TASKS.register(name, factory, help=help, overwrite=overwrite)
 
 
-def _regression_task(name: str, X: np.ndarray, y: np.ndarray, seed: int, n_train: int | None) -> Task:
-    parts = split_and_standardise(X, y.reshape(len(y), -1), seed, n_train)
+def _regression_task(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    n_train: int | None,
+    feature_names: list[str] | None = None,
+    target: str | None = None,
+    data: dict | None = None,
+) -> Task:
+    *parts, mean, std = split_and_standardise(X, y.reshape(len(y), -1), seed, n_train, return_stats=True)
     tensors = [torch.as_tensor(p, dtype=torch.float32) for p in parts]
-    return Task(name, "regression", *tensors, out_features=tensors[1].shape[1])
+    preprocessing = {
+        "kind": "regression",
+        "feature_names": list(feature_names) if feature_names else [f"x{i}" for i in range(X.shape[1])],
+        "target": target,
+        "x_mean": np.asarray(mean, dtype=np.float64).tolist(),
+        "x_std": np.asarray(std, dtype=np.float64).tolist(),
+        "y_mean": None,  # the targets are not standardised
+        "y_std": None,
+        "classes": None,
+        "data": data,
+    }
+    return Task(name, "regression", *tensors, out_features=tensors[1].shape[1], preprocessing=preprocessing)
 
 
 @register_task("california", help="California housing: 8 features -> median house value, test MSE")
 def california(seed: int = 0, data_dir: str | None = None, n_train: int | None = None) -> Task:
     """California housing (scikit-learn's features; target in 100k$), test metric MSE."""
     X, y = load_california(data_dir)
-    return _regression_task("california", X, y, seed, n_train)
+    path, _ = find_file(["california_housing/cal_housing.data", "cal_housing.data"], data_dir)  # as load_california
+    data = file_record(path) if path is not None else None  # None: read by scikit-learn's fetcher
+    return _regression_task("california", X, y, seed, n_train, list(CALIFORNIA_FEATURES), "MedHouseVal", data)
 
 
 @register_task(
@@ -64,7 +86,7 @@ def synthetic(seed: int = 0, data_dir: str | None = None, n_train: int | None = 
     X = rng.uniform(-2, 2, size=(n_samples, 4))
     y = np.sin(2 * X[:, 0]) * np.cos(X[:, 1]) + 0.5 * X[:, 2] ** 2 - 0.3 * X[:, 3]
     y = y + 0.05 * rng.standard_normal(n_samples)
-    return _regression_task("synthetic", X, y, seed, n_train)
+    return _regression_task("synthetic", X, y, seed, n_train, [f"x{i}" for i in range(1, 5)], "y")
 
 
 def _subset(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
