@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=_RawDescriptionFormatter)
     parser.add_argument("--version", action="version", version=f"topogrow {topogrow.__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,paper,bench,transfer}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,compare,predict,paper,bench,transfer}")
     run_parser = verbs.add_parser(
         "run",
         help="grow a network with one strategy",
@@ -409,6 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.add_argument("--out", type=Path, default=Path("results/bench.json"), help="(default %(default)s)")
     bench_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    predict_parser = verbs.add_parser(
+        "predict",
+        help="predict with a saved model (a topogrow run folder) for a table",
+        description="Predict with the model of a `topogrow run` folder (or any folder written by topogrow.save) "
+        "for every row of a table (CSV, npz, Parquet): the columns the model was trained on, taken by name and "
+        "standardised as in training; predictions in the data's units (class labels and probabilities for a "
+        "classifier), as CSV.",
+    )
+    predict_parser.add_argument("model", type=Path, help="the run folder (model.json, model.safetensors)")
+    predict_parser.add_argument("data", type=Path, help="the table to predict for")
+    predict_parser.add_argument("--out", type=Path, help="CSV file to write (default: print the CSV)")
+    predict_parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     transfer_parser = verbs.add_parser(
         "transfer",
         help="transfer learning: adapt a pretrained network to a related task from a few samples",
@@ -493,6 +505,17 @@ def _transfer(args: argparse.Namespace) -> None:
     print(transfer_table(results))
     paths = write_transfer(results, out)
     print("wrote " + ", ".join(map(str, paths)))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from topogrow.app.predict import predict_table
+
+    text = predict_table(args.model, args.data)
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out} ({text.count(chr(10)) - 1} predictions)", file=sys.stderr)
 
 
 def _paper(args: argparse.Namespace) -> None:
@@ -725,11 +748,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _warning_line  # one line each, no source line
         try:
-            if args.threads is not None and args.verb != "bench":
+            if getattr(args, "threads", None) is not None and args.verb != "bench":
                 if args.threads < 1:
                     raise ValueError(f"--threads must be >= 1, got {args.threads}")
                 torch.set_num_threads(args.threads)
-            verbs = {"run": _run, "compare": _compare, "paper": _paper, "bench": _bench, "transfer": _transfer}
+            verbs = {
+                "run": _run,
+                "compare": _compare,
+                "paper": _paper,
+                "bench": _bench,
+                "transfer": _transfer,
+                "predict": _predict,
+            }
             verbs[args.verb](args)
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
