@@ -2,6 +2,8 @@
 topogrow.load(run).predict giving the same numbers."""
 
 import csv
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -35,6 +37,10 @@ def test_run_then_predict_gives_the_models_predictions_in_the_users_units(tmp_pa
     np.testing.assert_allclose(from_cli, model.predict(X[:7]), rtol=1e-7)
     assert 500 < from_cli.mean() < 1500  # in the data's units, not standardised ones
     assert model.preprocessing["feature_names"] == ["a", "b", "c"] and model.preprocessing["target"] == "price"
+    saved = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert saved["preprocessing"]["data"]["sha256"] == hashlib.sha256((tmp_path / "my.csv").read_bytes()).hexdigest()
+    assert set(saved["metadata"]["versions"]) >= {"topogrow", "torch", "python"}
+    assert saved["metadata"]["command"][:2] == ["topogrow", "run"] and saved["metadata"]["growth"]["max_depth"] == 2
 
 
 def test_predict_a_classifier_gives_labels_and_probabilities(tmp_path, capsys):

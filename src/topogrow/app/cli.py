@@ -674,7 +674,7 @@ def _run(args: argparse.Namespace) -> None:
     }
     json_path = write_json_atomic(out / "run.json", payload)
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {growth.strategy}, seed {growth.seed}")
-    save(network, out)
+    save(network, out, metadata={**provenance(args.task, args.data_dir, args.command_line), "growth": growth.to_dict()})
     print(f"wrote {json_path}, {png_path}, the model ({out / 'model.json'}, load with topogrow.load) and {checkpoints}")
 
 

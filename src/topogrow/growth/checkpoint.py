@@ -273,8 +273,9 @@ def _read_model(folder: Path, files: dict[str, bytes] | None, device) -> nn.Modu
     return model
 
 
-def save(model: nn.Module, path: str | Path) -> Path:
-    """Save a (grown) model for inference: ``path/model.json`` (architecture) and
+def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Save a (grown) model for inference: ``path/model.json`` (architecture, the model's
+    ``preprocessing`` and the JSON-able ``metadata``, e.g. versions, command line and config) and
     ``path/model.safetensors`` (weights), each written atomically. Returns ``path``.
 
     Read it back with :func:`load`. The model must be of a class registered in
@@ -282,7 +283,10 @@ def save(model: nn.Module, path: str | Path) -> Path:
     with ``register_model``) whose layers its ``spec()`` describes.
     """
     path = Path(path)
-    files = _model_files(model, check_rebuildable(model))
+    record = check_rebuildable(model)
+    if metadata is not None:
+        record["metadata"] = json.loads(json.dumps(metadata))
+    files = _model_files(model, record)
     _write_atomic(path / "model.safetensors", files["model.safetensors"])
     _write_atomic(path / "model.json", files["model.json"])
     return path
