@@ -257,3 +257,11 @@ def test_td_eigenspace_on_wide_layers_uses_the_leading_eigenpair_of_each_block(m
     exact = GrowthConfig()  # the curvature against the dense blocks of the same network
     blocks = StageContext(net, (x, y), "mse", exact).topological_derivative(keep=True)
     assert proposal.curvature == pytest.approx(blocks.quadratic_form(proposal.location, rows), rel=1e-6)
+
+
+def test_td_eigenspace_grows_by_a_registered_block():
+    cfg = config(strategy="td-eigenspace", block="gelu-mlp", max_depth=3, early_stopping=False, rollback=False)
+    grower = Grower(model(), "mse", cfg)
+    history = grower.fit(data(), data(60, 2))
+    assert grower.model.depth == 3 and all(s.predicted_change is not None for s in history.insertions)
+    assert all(s.actual_change <= 0 for s in history.insertions)  # the line search never raises the loss

@@ -380,8 +380,10 @@ class TDEigenspace(Strategy):
     name: str = "td-eigenspace"
 
     def _derivative(self, context):
+        if self.block is not None:  # the matrix-free operators, for the curvature of the drawn direction
+            return context.topological_derivative(keep=True), False
         widest = max(context.model.insertion_shape(location)[1] for location in context.model.locations)
-        exact = self.block is None and widest <= self.KEEP_LIMIT
+        exact = widest <= self.KEEP_LIMIT
         return context.topological_derivative(keep=exact), exact
 
     def propose(self, context):
