@@ -83,6 +83,7 @@ class RunResult:
     total_epochs: int
     spec: dict[str, Any]
     history: GrowthHistory
+    flops: float = 0.0  # counted, not timed: training, validation, TD passes, line searches
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -177,6 +178,7 @@ def run(
         total_epochs=history.total_epochs,
         spec=grower.model.spec(),
         history=history,
+        flops=history.flops.get("total", 0.0),
     )
     return result, grower.model
 
@@ -211,6 +213,7 @@ class Comparison:
                     "n_parameters": statistics.fmean(r.n_parameters for r in results),
                     "wall_time": statistics.fmean(r.wall_time for r in results),
                     "epochs": statistics.fmean(r.total_epochs for r in results),
+                    "flops": statistics.fmean(r.flops for r in results),
                     "seeds": len(results),
                 }
             )
@@ -292,6 +295,7 @@ def depth_search(task: Task, growth: GrowthConfig, model: ModelConfig) -> RunRes
         strategy=DEPTH_SEARCH,
         wall_time=sum(r.wall_time for r in runs),
         total_epochs=sum(r.total_epochs for r in runs),
+        flops=sum(r.flops for r in runs),
     )
 
 

@@ -14,21 +14,25 @@ __all__ = ["comparison_table", "plot_comparison", "plot_runs", "save_figure", "w
 
 
 def comparison_table(comparison: Comparison, reference: str | None = None) -> str:
-    """A Markdown table: metric mean +- std, final depth, parameters, epochs, wall time; then
+    """A Markdown table: metric mean +- std, final depth, parameters, epochs, compute (counted FLOPs,
+    and their ratio to ``scratch``'s when it ran), wall time; then
     ``reference`` (default: the library's default strategy) paired against every other strategy."""
     metric = comparison.metric_name
     lines = [
-        f"| strategy | {metric} (mean ± std) | final depth | parameters | epochs | wall time (s) |",
-        "|---|---|---|---|---|---|",
+        f"| strategy | {metric} (mean ± std) | final depth | parameters | epochs | GFLOPs (× scratch) "
+        "| wall time (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     rows = comparison.rows()
     higher_better = "accuracy" in metric
     best = (max if higher_better else min)(r["metric_mean"] for r in rows)
+    scratch = next((r["flops"] for r in rows if r["strategy"] == "scratch"), 0.0)
     for r in rows:
         mark = " **best**" if r["metric_mean"] == best else ""
+        flops = f"{r['flops'] / 1e9:.3g}" + (f" ({r['flops'] / scratch:.2f}×)" if scratch else "")
         lines.append(
             f"| {r['strategy']} | {r['metric_mean']:.4f} ± {r['metric_std']:.4f}{mark} | "
-            f"{r['final_depth']:.1f} | {r['n_parameters']:.0f} | {r['epochs']:.0f} | {r['wall_time']:.1f} |"
+            f"{r['final_depth']:.1f} | {r['n_parameters']:.0f} | {r['epochs']:.0f} | {flops} | {r['wall_time']:.1f} |"
         )
     seeds = rows[0]["seeds"] if rows else 0
     lines.append(f"\n{comparison.task}: {seeds} seeds; each seed has its own split and initial network.")

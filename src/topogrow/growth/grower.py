@@ -25,6 +25,7 @@ from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
 from topogrow.growth.checkpoint import Checkpoint, load_optimizer_state, read_checkpoint, restore_rng
 from topogrow.growth.checkpointing import RunCheckpoints
+from topogrow.growth.compute import ComputeCounter
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageContext, StageFault, StopGrowth
 from topogrow.growth.data import DataSource, check_block, check_compatible, check_data_kind
@@ -132,7 +133,13 @@ class Grower:
                 raise TypeError(f"callbacks must be topogrow.growth.Callback objects, got {type(callback).__name__}")
         self.model = model.to(self.device)
         self.schedule = schedule if schedule is not None else make_schedule(cfg)
-        self.callbacks: list[Callback] = [*_config_callbacks(cfg), StopRules(), *self.strategy.callbacks(), *callbacks]
+        self.callbacks: list[Callback] = [
+            *_config_callbacks(cfg),
+            StopRules(),
+            ComputeCounter(),
+            *self.strategy.callbacks(),
+            *callbacks,
+        ]
         self.generator = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
         self.make_optimizer = optimizer_factory(cfg.optimizer, cfg.lr, cfg.weight_decay)
         self.history = GrowthHistory(strategy=cfg.strategy)

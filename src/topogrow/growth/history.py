@@ -74,6 +74,7 @@ class GrowthHistory:
     stages: list[StageRecord] = field(default_factory=list)
     stop_reason: str = ""
     wall_time: float = 0.0
+    flops: dict[str, float] = field(default_factory=dict)
 
     @property
     def insertions(self) -> list[StageRecord]:
@@ -106,6 +107,7 @@ class GrowthHistory:
             stages=_records(StageRecord, values.get("stages", []), "history.stages"),
             stop_reason=str(values.get("stop_reason", "")),
             wall_time=float(values.get("wall_time", 0.0)),
+            flops={str(k): float(v) for k, v in (values.get("flops") or {}).items()},
         )
 
     def summary(self) -> str:

@@ -1,0 +1,116 @@
+"""What a growth run computes, counted in FLOPs from shapes (not timed): training, validation,
+topological-derivative passes and line searches.
+
+A forward pass of one sample is counted once per architecture with
+:class:`torch.utils.flop_counter.FlopCounterMode` (matrix products and convolutions); a training
+step is three forward passes (forward and backward); a topological-derivative pass is a forward and
+a backward pass over its samples plus the Hamiltonian blocks, ``2 S P n m^2`` per location
+(``P`` positions per sample: pixels, tokens, 1 for a dense layer), and their eigen-solves,
+``20 n m^3`` (the block solver's cost model); a line search is a forward pass over its samples per
+evaluated epsilon.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from topogrow.core.topological_derivative import EIGH_COST
+from topogrow.growth.callbacks import Callback
+
+__all__ = ["ComputeCounter", "forward_flops"]
+
+
+def _probe(grower) -> torch.Tensor | None:
+    """One training sample, on the model's device and dtype, taken without iterating a loader (which
+    would draw from its shuffling generator); ``None`` when the data cannot be indexed."""
+    data = grower.train_source.data
+    try:
+        x = data[0][:1] if isinstance(data, (tuple, list)) else data.dataset[0][0][None]
+    except (AttributeError, TypeError, IndexError, KeyError, NotImplementedError):
+        return None
+    parameter = next(grower.model.parameters())
+    return x.to(device=parameter.device, dtype=parameter.dtype)
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of the model's forward pass on the one sample ``x`` (``(1, ...)``)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+class ComputeCounter(Callback):
+    """Counts a run's FLOPs into ``grower.history.flops``: ``training``, ``validation``,
+    ``topological_derivative``, ``line_search`` and their ``total`` (see the module docstring).
+
+    The Grower adds one to every fit. Validation passes made by other callbacks (early stopping,
+    rollback: one or two per stage) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self._forward: dict[str, float] = {}
+
+    def _per_sample(self, grower) -> float:
+        """Forward FLOPs of one sample through the model as it is (0 when no sample can be had)."""
+        key = json.dumps(grower.model.spec(), sort_keys=True)
+        if key not in self._forward:
+            probe = _probe(grower)
+            self._forward[key] = 0.0 if probe is None else forward_flops(grower.model, probe)
+        return self._forward[key]
+
+    @staticmethod
+    def _add(grower, part: str, flops: float) -> None:
+        counts = grower.history.flops
+        counts[part] = counts.get(part, 0.0) + flops
+        counts["total"] = sum(v for k, v in counts.items() if k != "total")
+
+    @staticmethod
+    def _samples(source) -> int:
+        return max(int(source.n_samples), 0) if source is not None else 0
+
+    def on_epoch_end(self, grower, record):
+        forward = self._per_sample(grower)
+        self._add(grower, "training", 3 * forward * self._samples(grower.train_source))
+        self._add(grower, "validation", forward * self._samples(grower.val_source))
+
+    def on_stage_end(self, grower, context):
+        # the topological derivative, if the strategy asks for it, is computed after this hook,
+        # on the model as it is now: keep what its cost depends on
+        probe = _probe(grower)
+        shapes = [] if probe is None else _block_shapes(grower.model, probe)
+        self._pending = (context, self._per_sample(grower), shapes)
+
+    def on_stage_start(self, grower):
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None or not pending[0].has_derivative:
+            return
+        _, forward, shapes = pending
+        samples = self._samples(grower.train_source)
+        blocks = sum(2.0 * samples * p * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes)
+        self._add(grower, "topological_derivative", 3 * forward * samples + blocks)
+
+    def on_insert(self, grower, insertion):
+        evaluations = 2 + max(len(insertion.search.trials), 1)  # before, the trials (or the one epsilon), after
+        subset = min(grower.config.line_search_samples, self._samples(grower.train_source))
+        self._add(grower, "line_search", self._per_sample(grower) * subset * evaluations)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
+def _block_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, int, int]]:
+    """``(n, m, P)`` at every location: blocks, their size (patch length + 1) and positions per sample."""
+    if not callable(getattr(model, "forward_states", None)):
+        return []
+    with torch.no_grad():
+        _, states = model.forward_states(x)
+    shapes = []
+    for location, state in enumerate(states):
+        n, m = model.insertion_shape(location)
+        positions = int(model.insertion_kind(location).patches(state).shape[1])
+        shapes.append((int(n), int(m), positions))
+    return shapes
