@@ -265,3 +265,25 @@ def test_td_eigenspace_grows_by_a_registered_block():
     history = grower.fit(data(), data(60, 2))
     assert grower.model.depth == 3 and all(s.predicted_change is not None for s in history.insertions)
     assert all(s.actual_change <= 0 for s in history.insertions)  # the line search never raises the loss
+
+
+def test_td_where_keeps_the_blocks_only_where_they_are_cheap(monkeypatch):
+    """td-where needs only the location: above KEEP_LIMIT it forces no solver and keeps no blocks,
+    and its predicted change (bookkeeping) is then unknown."""
+    from topogrow.growth import strategies
+
+    cfg = config(strategy="td-where", max_depth=2, early_stopping=False, rollback=False)
+    (kept,) = Grower(model(), "mse", cfg).fit(data()).insertions
+    assert kept.predicted_change is not None
+    monkeypatch.setattr(strategies, "KEEP_LIMIT", 2)
+    calls = []
+    real = StageContext.topological_derivative
+
+    def spy(self, keep=False):
+        calls.append(keep)
+        return real(self, keep)
+
+    monkeypatch.setattr(StageContext, "topological_derivative", spy)
+    (wide,) = Grower(model(), "mse", cfg).fit(data()).insertions
+    assert calls == [False] and wide.predicted_change is None
+    assert wide.location == kept.location and wide.eigenvalues == pytest.approx(kept.eigenvalues)

@@ -80,6 +80,16 @@ def zero_direction(model, location: int, block: str | None = None) -> torch.Tens
     return torch.zeros(model.insertion_shape(location))
 
 
+#: The widest patch (``m``, the patch length + 1) whose Hamiltonian blocks growth keeps: above it
+#: the topological derivative runs on the iterative solver, which keeps none.
+KEEP_LIMIT = 256
+
+
+def widest_patch(model) -> int:
+    """The largest ``m`` of the layers the model can insert (``insertion_shape(l)[1]``)."""
+    return max(model.insertion_shape(location)[1] for location in model.locations)
+
+
 def random_location(context: StageContext) -> int:
     """A location drawn uniformly (from the context's generator) among those it allows."""
     locations = context.locations
@@ -187,15 +197,20 @@ class Zero(Strategy):
 @register_strategy("td-where", help="TD location, random initialisation (ablation)")
 @dataclass(frozen=True)
 class TDWhere(Strategy):
+    """The TD location, a random layer there. It needs only the location: the blocks (or
+    operators) are kept just for the predicted change of the drawn layer, and only where they are
+    cheap (patches of at most :data:`KEEP_LIMIT`); wider layers get no prediction."""
+
     name: str = "td-where"
 
     def propose(self, context):
-        td = context.topological_derivative(keep=True)
+        keep = widest_patch(context.model) <= KEEP_LIMIT
+        td = context.topological_derivative(keep=keep)
         location = context.best_location(td)
         rows = random_init(context.model, location, context.generator, self.block)
         if td.slope(location) > 0:  # first order there: the model is the linear term alone
             return Proposal(location, rows, 0.0, slope=td.linear_form(location, rows), epsilon=1.0)
-        return Proposal(location, rows, td.quadratic_form(location, rows), epsilon=1.0)
+        return Proposal(location, rows, td.quadratic_form(location, rows) if keep else None, epsilon=1.0)
 
 
 @register_strategy("td-how", help="random location, TD initialisation (ablation)")
@@ -375,15 +390,14 @@ class TDEigenspace(Strategy):
 
     for_transfer: ClassVar[bool] = True
     #: The widest patch (m) whose blocks are kept for the exact rule.
-    KEEP_LIMIT: ClassVar[int] = 256
+    KEEP_LIMIT: ClassVar[int] = KEEP_LIMIT
 
     name: str = "td-eigenspace"
 
     def _derivative(self, context):
         if self.block is not None:  # the matrix-free operators, for the curvature of the drawn direction
             return context.topological_derivative(keep=True), False
-        widest = max(context.model.insertion_shape(location)[1] for location in context.model.locations)
-        exact = widest <= self.KEEP_LIMIT
+        exact = widest_patch(context.model) <= self.KEEP_LIMIT
         return context.topological_derivative(keep=exact), exact
 
     def propose(self, context):
