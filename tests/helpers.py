@@ -49,3 +49,14 @@ CLI_RUN = [
     "4",
     "--quiet",
 ]
+
+
+def write_csv(path, header, rows):
+    """A CSV file with a header row; returns its path."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

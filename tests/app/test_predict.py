@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 import topogrow
+from helpers import write_csv
 from topogrow.app.cli import main
 
 TINY = ["--epochs-per-stage", "2", "--final-epochs", "2", "--max-depth", "2", "--width", "6", "--quiet"]
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def test_run_then_predict_gives_the_models_predictions_in_the_users_units(tmp_path, capsys):

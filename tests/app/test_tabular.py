@@ -1,25 +1,17 @@
 """A user's own table (CSV, .npz) as a task, from Python and from the CLI; the preprocessing record."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import write_csv
 from topogrow.app.cli import main
 from topogrow.app.tabular import infer_task_type, is_table_path, read_table, table_task, tabular_task
 from topogrow.app.tasks import make_task
 
 TINY = ["--epochs-per-stage", "1", "--final-epochs", "1", "--max-depth", "2", "--width", "6", "--quiet"]
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def regression_rows(n=60, seed=0):
