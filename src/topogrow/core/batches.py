@@ -58,3 +58,14 @@ def iter_batches(data: Data, batch_size: int = 1024) -> Iterator[tuple[torch.Ten
         yield x, y
     if count == 0:
         raise ValueError("data: the DataLoader yielded no batches (empty data)")
+
+
+def sample_count(data: Data) -> int | None:
+    """S if it can be known before iterating (a pair, or a DataLoader over a sized dataset)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return int(data[0].shape[0])
+    dataset = getattr(data, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None

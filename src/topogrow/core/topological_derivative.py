@@ -21,6 +21,7 @@ the ``n m^2`` of the blocks: megabytes instead of 8.6 GB at width 1024).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,16 +29,26 @@ import torch
 
 from topogrow._validation import unknown_name_error
 from topogrow.core.adjoint import StatefulModel, adjoint_batches, device_and_dtype
-from topogrow.core.batches import Data
+from topogrow.core.batches import Data, sample_count
 from topogrow.core.eigen import (
     LeadingEigenpairs,
     iterative_block_eigenpairs,
     leading_block_eigenpairs,
     select_leading,
+    top_block_eigenpair,
     weighted_gram_matvec,
 )
 from topogrow.core.hamiltonian import hamiltonian_blocks, quadratic_form
 from topogrow.core.losses import Loss, resolve_loss
+from topogrow.core.sampling import (
+    CHECK_GROWTH,
+    RunningValues,
+    Sampling,
+    per_sample_values,
+    sample_positions,
+    settled,
+    shuffled_batches,
+)
 
 PATCH_BUDGET = 1 << 22  # state numbers per chunk when forming patches (about 16 MB in float32)
 SOLVERS = ("auto", "blocks", "iterative")
@@ -67,6 +78,8 @@ class TopologicalDerivative:
         blocks: ``blocks[l]`` is ``(n_l, m_l, m_l)`` if asked for, else ``None``.
         solvers: ``solvers[l]``, the solver used at location l (``"blocks"`` or ``"iterative"``).
         products: ``products[l]``, the block products the iterative solver took (0 for blocks).
+        standard_errors: ``(L,)`` estimated standard errors of the leading eigenvalues when the
+            pass sampled (:mod:`topogrow.core.sampling`), else ``None``.
     """
 
     block_eigenvalues: tuple[torch.Tensor, ...]
@@ -76,6 +89,7 @@ class TopologicalDerivative:
     blocks: tuple[torch.Tensor, ...] | None = None
     solvers: tuple[str, ...] = ()
     products: tuple[int, ...] = ()
+    standard_errors: tuple[float, ...] | None = None
 
     @property
     def eigenvalues(self) -> torch.Tensor:
@@ -179,6 +193,8 @@ def topological_derivative(
     solver: str = "auto",
     tol: float = 1e-6,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    sampling: Sampling | None = None,
+    generator: torch.Generator | None = None,
 ) -> TopologicalDerivative:
     """Topological derivative of ``model`` at every location, streamed over ``data``.
 
@@ -205,6 +221,12 @@ def topological_derivative(
             are divided and diagonalised, and to each block product of the iterative
             solver, so every process gets the topological derivative of all the data.
             Every process must call this with the same arguments and at least one sample.
+        sampling: read the samples in a random order and stop when the decision is settled
+            (:class:`~topogrow.core.sampling.Sampling`: the location, its mu and its direction
+            known to a relative error, within a floor and a cap of samples; convolution and
+            token positions drawn too); ``None`` reads every sample and position. The result's
+            ``n_samples`` and ``standard_errors`` say what the pass read and how well it knows mu.
+        generator: draws the sample order and positions under ``sampling``.
     """
     if not isinstance(model, StatefulModel):
         raise TypeError(
@@ -217,68 +239,61 @@ def topological_derivative(
         raise ValueError("keep_blocks=True needs the blocks: use solver='blocks' or 'auto'")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
+    if sampling is not None and reduce is not None:
+        raise ValueError("sampling stops one process's pass on its own: use sampling=None with reduce")
     loss_fn = resolve_loss(loss)
     device, _ = device_and_dtype(model)
     curvature = float(model.activation_curvature)
-    expected_samples = _sample_count(data)
+    expected_samples = sample_count(data)
+    positions = None if sampling is None else sampling.positions
+    monitor = None if sampling is None else _Monitor(sampling)
+    stream = data if sampling is None else shuffled_batches(data, sampling.batch_size, generator)
 
-    blocks: list[torch.Tensor | None] = []
-    caches: list[_Cache | None] = []
+    locations: list[_Location] = []
     total, loss_sum = 0, 0.0
-    for batch in adjoint_batches(model, data, loss_fn, batch_size):
+    for batch in adjoint_batches(model, stream, loss_fn, batch_size):
         states, adjoints = batch.states, batch.adjoints
-        if not caches:  # first batch: choose each location's solver from its shapes
+        if not locations:  # first batch: choose each location's solver from its shapes
             samples = expected_samples or batch.size
+            if sampling is not None:  # the samples the pass expects to read
+                samples = min(samples, sampling.max_samples or samples, 4 * sampling.min_samples)
             if reduce is not None and solver == "auto":  # the same choice in every process
                 samples = int(reduce(torch.tensor(float(samples), dtype=torch.float64, device=device)).item())
             for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
                 kind = model.insertion_kind(location)
-                n, m, positions = _block_shape(kind, state, adjoint)
+                n, m, all_positions = _block_shape(kind, state, adjoint)
                 chosen = solver
                 if solver == "auto":
-                    chosen = choose_solver(n, m, positions, samples, keep_blocks=keep_blocks)
-                caches.append(_Cache(kind, n, m, positions) if chosen == "iterative" else None)
-                blocks.append(None)
-        for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
-            cache = caches[location]
-            if cache is not None:
-                cache.add(state, adjoint)
-                continue
-            kind = model.insertion_kind(location)
-            # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
-            step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
-            block = sum(
-                hamiltonian_blocks(
-                    kind.patches(state[i : i + step]), kind.adjoint_rows(adjoint[i : i + step]), curvature
-                ).double()
-                for i in range(0, state.shape[0], step)
-            )
-            blocks[location] = block if blocks[location] is None else blocks[location] + block
+                    used = all_positions if positions is None else min(all_positions, positions)
+                    chosen = choose_solver(n, m, used, samples, keep_blocks=keep_blocks)
+                locations.append(
+                    _Location(kind, n, m, all_positions, curvature, chosen == "iterative", sampling is not None)
+                )
+        values = [
+            place.add(state, adjoint, positions, generator, None if monitor is None else monitor.probe(location))
+            for location, (place, state, adjoint) in enumerate(zip(locations, states, adjoints, strict=True))
+        ]
+        if monitor is not None:
+            monitor.record(values)
         total += batch.size
         loss_sum += batch.loss * batch.size
-    assert caches  # iter_batches raises on empty data
+        if monitor is not None and monitor.due(total) and monitor.check(locations, total, device, tol):
+            break
+    assert locations  # iter_batches raises on empty data
     if reduce is not None:
         counts = reduce(torch.tensor([float(total), loss_sum], dtype=torch.float64, device=device))
         total, loss_sum = round(counts[0].item()), counts[1].item()
-    pairs: list[LeadingEigenpairs] = []
-    for location, (block, cache) in enumerate(zip(blocks, caches, strict=True)):
-        if cache is None:
-            blocks[location] = (block if reduce is None else reduce(block)) / total
-            pairs.append(leading_block_eigenpairs(blocks[location]))
-        else:
-            matvec = weighted_gram_matvec(cache.chunks if cache.unfold else cache.merged(), curvature / total)
-            if reduce is not None:
-                matvec = _reduced(matvec, reduce)
-            pairs.append(iterative_block_eigenpairs(matvec, cache.n, cache.m, device=device, tol=tol, seed=location))
-            caches[location] = None  # free the cached states now
+    pairs = [place.eigenpairs(total, device, tol, reduce, seed=i) for i, place in enumerate(locations)]
+    blocks = [place.mean_blocks for place in locations]
     return TopologicalDerivative(
         block_eigenvalues=tuple(p.values for p in pairs),
         block_eigenvectors=tuple(p.vectors for p in pairs),
         loss=loss_sum / total,
         n_samples=total,
         blocks=tuple(blocks) if keep_blocks else None,
-        solvers=tuple("blocks" if b is not None else "iterative" for b in blocks),
+        solvers=tuple("iterative" if place.iterative else "blocks" for place in locations),
         products=tuple(p.products for p in pairs),
+        standard_errors=None if monitor is None else monitor.standard_errors(total),
     )
 
 
@@ -321,15 +336,129 @@ def _reduced(matvec, reduce: Callable[[torch.Tensor], torch.Tensor]):
     return lambda vectors, index: reduce(matvec(vectors, index))
 
 
-def _sample_count(data: Data) -> int | None:
-    """S if it can be known before iterating (a pair, or a DataLoader over a sized dataset)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return int(data[0].shape[0])
-    dataset = getattr(data, "dataset", None)
-    try:
-        return len(dataset) if dataset is not None else None
-    except TypeError:
-        return None
+class _Location:
+    """One location's pass: the summed blocks, or the samples the iterative solver keeps."""
+
+    def __init__(self, kind, n: int, m: int, positions: int, curvature: float, iterative: bool, sampled: bool) -> None:
+        self.kind, self.n, self.m, self.positions, self.curvature = kind, n, m, positions, curvature
+        self.iterative, self.sampled = iterative, sampled
+        self.cache = _Cache(kind, n, m, positions) if iterative else None
+        self.sum: torch.Tensor | None = None
+        self.mean_blocks: torch.Tensor | None = None
+
+    def add(self, state, adjoint, positions: int | None, generator, probe: _Probe | None) -> torch.Tensor | None:
+        """Add a mini-batch ``(B, ...)``. A sampled pass draws ``positions`` positions per sample
+        (:func:`~topogrow.core.sampling.sample_positions`); with a ``probe``, returns each
+        sample's contribution ``q_s`` ``(B,)`` to the probe's quadratic form."""
+        # Patches (unfolded convolutions) can be many times the state: a few samples at a time.
+        step = max(1, PATCH_BUDGET // max(state[0].numel(), 1))
+        if not self.sampled:
+            if self.cache is not None:
+                self.cache.add(state, adjoint)
+                return None
+            kind = self.kind
+            block = sum(
+                hamiltonian_blocks(
+                    kind.patches(state[i : i + step]), kind.adjoint_rows(adjoint[i : i + step]), self.curvature
+                ).double()
+                for i in range(0, state.shape[0], step)
+            )
+            self.sum = block if self.sum is None else self.sum + block
+            return None
+        values = []
+        for i in range(0, state.shape[0], step):
+            patches, rows = self.kind.patches(state[i : i + step]), self.kind.adjoint_rows(adjoint[i : i + step])
+            patches, rows = sample_positions(patches, rows, positions, generator)
+            if probe is not None:
+                values.append(per_sample_values(patches, rows, probe.channel, probe.direction, self.curvature))
+            if self.cache is not None:
+                self.cache.unfold = False
+                self.cache.pairs.append((patches.reshape(-1, self.m).double(), rows.reshape(-1, self.n).double()))
+                continue
+            block = hamiltonian_blocks(patches, rows, self.curvature).double()
+            self.sum = block if self.sum is None else self.sum + block
+        return torch.cat(values) if values else None
+
+    def top(self, total: int, device, tol: float, seed: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """``(values (n,), c, v (m,))``: the blocks' leading eigenvalues over ``total`` samples,
+        the block with the largest and its eigenvector (a check: eigenvalues alone where they are cheaper)."""
+        if self.cache is None:
+            values, channel, vector = top_block_eigenpair(self.sum / total)
+            return values, channel, vector
+        pairs = self.eigenpairs(total, device, tol, None, seed, release=False)
+        channel = int(pairs.values.argmax())
+        return pairs.values, channel, pairs.vectors[channel]
+
+    def eigenpairs(self, total: int, device, tol: float, reduce, seed: int, release: bool = True) -> LeadingEigenpairs:
+        """Leading eigenpairs of the mean blocks over ``total`` samples; ``release`` frees the
+        iterative solver's samples afterwards."""
+        if self.cache is None:
+            self.mean_blocks = (self.sum if reduce is None else reduce(self.sum)) / total
+            return leading_block_eigenpairs(self.mean_blocks)
+        cache = self.cache
+        matvec = weighted_gram_matvec(cache.chunks if cache.unfold else cache.merged(), self.curvature / total)
+        if reduce is not None:
+            matvec = _reduced(matvec, reduce)
+        pairs = iterative_block_eigenpairs(matvec, self.n, self.m, device=device, tol=tol, seed=seed)
+        if release:
+            self.cache = None
+        return pairs
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A location's top block and its direction at the last check."""
+
+    channel: int
+    direction: torch.Tensor
+
+
+class _Monitor:
+    """The checks of a pass under a :class:`~topogrow.core.sampling.Sampling` rule."""
+
+    def __init__(self, rule: Sampling) -> None:
+        self.rule = rule
+        self.next_check = 1  # the first mini-batch gives the first directions
+        self.probes: dict[int, _Probe] = {}
+        self.values = RunningValues()  # the per-sample q_s of every location since the last check
+        self.covariance: torch.Tensor | None = None
+
+    def probe(self, location: int) -> _Probe | None:
+        return self.probes.get(location)
+
+    def record(self, values: list[torch.Tensor | None]) -> None:
+        if self.probes:
+            self.values.add(torch.stack(values, dim=1))
+
+    def due(self, total: int) -> bool:
+        cap = self.rule.max_samples
+        return total >= self.next_check or (cap is not None and total >= cap)
+
+    def check(self, locations: list[_Location], total: int, device, tol: float) -> bool:
+        """The leading eigenvalues and top directions on the samples so far; ``True`` when the pass may stop."""
+        tops = [place.top(total, device, tol, seed=i) for i, place in enumerate(locations)]
+        eigenvalues = torch.stack([values.max().double().cpu() for values, _, _ in tops])
+        if self.values.count > 1:
+            self.covariance = self.values.covariance()
+        fresh = self.values
+        best = int(torch.argmax(eigenvalues))
+        _, channel, vector = tops[best]
+        old = self.probes.get(best)
+        cosine = abs(float(old.direction.double() @ vector.double())) if old and old.channel == channel else 0.0
+        rule = self.rule
+        done = total >= rule.min_samples and settled(eigenvalues, fresh, cosine, rule)
+        done = done or (rule.max_samples is not None and total >= rule.max_samples)
+        self.probes = {location: _Probe(c, v.clone()) for location, (_, c, v) in enumerate(tops)}
+        self.values = RunningValues()
+        self.next_check = max(total + 1, rule.min_samples, math.ceil(total * CHECK_GROWTH))
+        return done
+
+    def standard_errors(self, total: int) -> tuple[float, ...] | None:
+        """``(L,)`` standard errors of the leading eigenvalues after ``total`` samples."""
+        covariance = self.values.covariance() if self.values.count > 1 else self.covariance
+        if covariance is None:
+            return None
+        return tuple(float(e) for e in torch.sqrt(covariance.diagonal().clamp_min(0.0) / total))
 
 
 class _Cache:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
+from topogrow.core.sampling import Sampling
 from topogrow.growth.line_search import DEFAULT_EPSILONS
 from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
@@ -60,7 +61,13 @@ class GrowthConfig:
             the state of the parameters it already had.
         batch_size: mini-batch size for training.
         eval_batch_size: mini-batch size for validation losses (``None``: ``max(batch_size, 1024)``).
-        td_batch_size: mini-batch size of the topological-derivative pass.
+        td_batch_size: mini-batch size of the topological-derivative pass (over every sample).
+        td_samples: samples the topological-derivative pass reads: ``"auto"`` streams them in a
+            random order and stops when the location and direction are settled to ``td_rel_error``
+            (:class:`~topogrow.core.sampling.Sampling`: at least 1024 samples; 16 positions per
+            image for convolutions), an integer does the same with that cap, ``"all"`` reads every
+            sample and position (the paper's pass). Distributed runs and ``block`` runs read all.
+        td_rel_error: the relative error of the decision at which an ``"auto"`` pass stops.
         eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
         epsilons: line-search candidates (both signs are tried).
@@ -93,6 +100,8 @@ class GrowthConfig:
     batch_size: int = 128
     eval_batch_size: int | None = None
     td_batch_size: int = 1024
+    td_samples: int | str = "auto"
+    td_rel_error: float = 0.1
     eigen_tol: float = 1e-3
     line_search_samples: int = 8192
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
@@ -127,7 +136,12 @@ class GrowthConfig:
         check_bool("rollback", self.rollback)
         if self.on_reject not in ("stop", "retry"):
             raise ValueError(f"on_reject must be 'stop' or 'retry', got {self.on_reject!r}")
-        for name in ("lr", "min_delta", "eigen_tol"):
+        if isinstance(self.td_samples, str) and self.td_samples.isdigit():  # from the command line
+            object.__setattr__(self, "td_samples", int(self.td_samples))
+        samples = self.td_samples
+        if samples not in ("all", "auto") and (type(samples) is not int or samples < 1):
+            raise ValueError(f"td_samples must be 'auto', 'all' or a number of samples >= 1, got {samples!r}")
+        for name in ("lr", "min_delta", "eigen_tol", "td_rel_error"):
             check_real(name, getattr(self, name), positive=True)
         check_real("weight_decay", self.weight_decay, nonnegative=True)
         if self.tolerance is not None:
@@ -155,6 +169,14 @@ class GrowthConfig:
                 torch.device(self.device)
             except RuntimeError:
                 raise ValueError(f"unknown device {self.device!r}; expected e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+
+    @property
+    def sampling(self) -> Sampling | None:
+        """The rule of the topological-derivative pass (``None``: every sample, ``td_samples="all"``)."""
+        if self.td_samples == "all":
+            return None
+        cap = None if self.td_samples == "auto" else self.td_samples
+        return Sampling(rel_error=self.td_rel_error, max_samples=cap, min_samples=min(1024, cap or 1024))
 
     @property
     def validation_batch_size(self) -> int:

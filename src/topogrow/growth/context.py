@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from torch import nn
 
 import topogrow.core as core
 from topogrow._validation import one_line
+from topogrow.core.batches import sample_count
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import StageRecord
@@ -179,6 +181,11 @@ class StageContext:
         self._derivatives[keep] = derivative
         if self.record is not None:
             self.record.eigenvalues = eigenvalues.tolist()
+            self.record.td_samples = int(derivative.n_samples)
+            errors = getattr(derivative, "standard_errors", None)
+            if errors is not None:
+                best = derivative.best_location
+                self.record.td_error = float(errors[best]) / max(abs(float(eigenvalues[best])), 1e-300)
         tolerance = self.config.tolerance
         if tolerance is not None and not derivative.improvable(tolerance):
             raise StopGrowth(f"max mu_l = {float(eigenvalues.max()):.3g} <= tolerance {tolerance:g}")
@@ -197,6 +204,13 @@ class StageContext:
                 keep_operators=keep,
                 tol=cfg.eigen_tol,
             )
+        sampling = cfg.sampling if self.reduce is None else None
+        if sampling is not None and (sample_count(self.data) or math.inf) <= sampling.min_samples:
+            sampling = None  # it would read every sample anyway
+        generator = None
+        if sampling is not None:  # its own stream, drawn from the run's: resumable, and "all" draws nothing
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            generator = torch.Generator().manual_seed(seed)
         return core.topological_derivative(
             self.model,
             self.data,
@@ -204,4 +218,6 @@ class StageContext:
             batch_size=cfg.td_batch_size,
             keep_blocks=keep,
             reduce=self.reduce,
+            sampling=sampling,
+            generator=generator,
         )

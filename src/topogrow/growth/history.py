@@ -26,6 +26,8 @@ class StageRecord:
     computed them); ``predicted_change`` is ``-(eps^2/2) phi^T Q phi`` and
     ``actual_change`` the measured change of the training loss (line-search subset).
     ``note`` says why an insertion was skipped (a numerical fault) or rolled back, when one was;
+    ``td_samples`` is the number of samples the topological derivative read and ``td_error`` its
+    estimated relative standard error of the chosen location's mu (a sampled pass only).
     ``accepted`` is ``False`` for an insertion rolled back after its stage (see
     :class:`~topogrow.growth.callbacks.Rollback`), ``True`` for one kept after it, ``None`` when
     not judged.
@@ -45,6 +47,8 @@ class StageRecord:
     actual_change: float | None = None
     note: str | None = None
     accepted: bool | None = None
+    td_samples: int | None = None
+    td_error: float | None = None
 
 
 def _records(cls: type, rows: Any, where: str) -> list:
