@@ -16,12 +16,16 @@ def _grow(**changes):
 
 
 def test_the_history_records_the_samples_each_pass_read_and_its_error():
-    sampled = _grow(td_samples="auto", td_rel_error=1.0).stages[0]
+    sampled_run = _grow(td_samples="auto", td_rel_error=1.0)
+    sampled = sampled_run.stages[0]
     assert 1024 <= sampled.td_samples < 3000 and 0 < sampled.td_error < 1
     capped = _grow(td_samples=1100).stages[0]
     assert 1024 <= capped.td_samples <= 1100 + 255  # the mini-batch that crossed the cap is the last
-    full = _grow(td_samples="all").stages[0]
+    full_run = _grow(td_samples="all")
+    full = full_run.stages[0]
     assert full.td_samples == 3000 and full.td_error is None
+    # the FLOPs counted follow the samples read
+    assert sampled_run.flops["topological_derivative"] < full_run.flops["topological_derivative"]
 
 
 def test_data_no_larger_than_the_floor_gets_the_full_pass_and_the_same_run():

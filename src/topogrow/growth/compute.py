@@ -4,8 +4,9 @@ topological-derivative passes and line searches.
 A forward pass of one sample is counted once per architecture with
 :class:`torch.utils.flop_counter.FlopCounterMode` (matrix products and convolutions); a training
 step is three forward passes (forward and backward); a topological-derivative pass is a forward and
-a backward pass over its samples plus the Hamiltonian blocks, ``2 S P n m^2`` per location
-(``P`` positions per sample: pixels, tokens, 1 for a dense layer), and their eigen-solves,
+a backward pass over the samples it read plus the Hamiltonian blocks, ``2 S P n m^2`` per location
+(``P`` positions per sample: pixels, tokens, 1 for a dense layer; the positions drawn when the pass
+sampled), and their eigen-solves,
 ``20 n m^3`` (the block solver's cost model); a line search is a forward pass over its samples per
 evaluated epsilon.
 """
@@ -88,9 +89,14 @@ class ComputeCounter(Callback):
         pending, self._pending = getattr(self, "_pending", None), None
         if pending is None or not pending[0].has_derivative:
             return
-        _, forward, shapes = pending
-        samples = self._samples(grower.train_source)
-        blocks = sum(2.0 * samples * p * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes)
+        context, forward, shapes = pending
+        record = context.record
+        samples = record.td_samples if record is not None and record.td_samples else self._samples(grower.train_source)
+        sampled = record is not None and record.td_error is not None  # a sampled pass: positions drawn too
+        drawn = grower.config.sampling.positions if sampled and grower.config.sampling else None
+        blocks = sum(
+            2.0 * samples * (min(p, drawn) if drawn else p) * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes
+        )
         self._add(grower, "topological_derivative", 3 * forward * samples + blocks)
 
     def on_insert(self, grower, insertion):
