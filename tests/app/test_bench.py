@@ -14,14 +14,22 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "### Performance" in printed and "| measure |" in printed
     results = json.loads(out.read_text())
-    expected = {"machine", "config", "td_vs_epoch", "block_vs_dense", "memory", "growth_overhead", "matrix_free"}
-    assert expected <= set(results) and set(results["goals"]) >= {"td_vs_epoch", "memory", "growth_overhead"}
+    expected = {"machine", "config", "td_vs_epoch", "td_decisions", "block_vs_dense", "memory", "growth_overhead"}
+    assert expected | {"wide_growth", "matrix_free"} <= set(results)
+    goals = {"td_vs_epoch", "growth_demo", "growth_bench", "td_over_random", "wide_time", "wide_memory", "flops"}
+    assert goals <= set(results["goals"]) and all(results["goals"][g] is not None for g in goals)
+    assert {r["solver"] for r in results["td_vs_epoch"]} >= {"auto", "sampled"}
     assert {r["task"] for r in results["td_vs_epoch"]} == {"california", "mnist5k"}
     assert all(r["ratio"] > 0 for r in results["td_vs_epoch"])
     assert {"dense", "scaling"} <= set(results["block_vs_dense"])
     assert {r["solver"] for r in results["memory"]} == {"blocks", "iterative"}
     assert all(r["td_extra_bytes"] is not None for r in results["memory"])
-    assert results["growth_overhead"]["ratio"] > 0
+    growth = results["growth_overhead"]
+    assert set(growth) == {"demo", "bench", "cnn"} and all(case["td_over_scratch"] > 0 for case in growth.values())
+    assert all(case["flops_td_over_scratch"] > 0 for case in growth.values())
+    assert results["wide_growth"]["time_ratio"] > 0 and results["wide_growth"]["memory_ratio"] > 0
+    assert {r["task"] for r in results["td_decisions"]} == {"california", "mnist5k"}
+    assert all(r["samples_read"] <= r["n_train"] for r in results["td_decisions"])
     assert all(r["rel_error"] <= 1e-6 for r in results["matrix_free"])
 
 
