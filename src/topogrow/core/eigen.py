@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,20 +42,26 @@ def leading_block_eigenpairs(blocks: torch.Tensor) -> LeadingEigenpairs:
     return LeadingEigenpairs(values=values[..., -1], vectors=vectors[..., :, -1])
 
 
-def top_block_eigenpair(blocks: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """``(values (n,), c, v (m,))`` for symmetric ``blocks`` ``(n, m, m)``: every block's largest
-    eigenvalue, the block c with the largest one and its unit eigenvector (eigenvalues alone for
-    the others: about half the cost of :func:`leading_block_eigenpairs`)."""
+def leading_block_eigenvalues(blocks: torch.Tensor) -> torch.Tensor:
+    """``(..., n)``: the largest eigenvalue of every symmetric block of ``blocks`` ``(..., n, m, m)``
+    (eigenvalues alone: about half the cost of :func:`leading_block_eigenpairs`)."""
     if not torch.isfinite(blocks).all():
         raise FloatingPointError("the Hessian blocks contain NaN or inf: the adjoints are not finite")
     symmetric = 0.5 * (blocks + blocks.transpose(-1, -2))
-    if symmetric.device.type == "cpu" and symmetric.shape[0] > 1:
+    if symmetric.device.type == "cpu" and symmetric.ndim > 2 and symmetric.shape[:-2].numel() > 1:
         with _one_thread():
-            values = torch.linalg.eigvalsh(symmetric)[:, -1]
-    else:
-        values = torch.linalg.eigvalsh(symmetric)[:, -1]
+            return torch.linalg.eigvalsh(symmetric)[..., -1]
+    return torch.linalg.eigvalsh(symmetric)[..., -1]
+
+
+def top_block_eigenpair(blocks: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """``(values (n,), c, v (m,))`` for symmetric ``blocks`` ``(n, m, m)``: every block's largest
+    eigenvalue, the block c with the largest one and its unit eigenvector."""
+    values = leading_block_eigenvalues(blocks)
     channel = int(values.argmax())
-    _, vectors = torch.linalg.eigh(symmetric[channel])
+    block = 0.5 * (blocks[channel] + blocks[channel].T)
+    with _one_thread() if block.device.type == "cpu" else nullcontext():  # a small matrix: threads only wait
+        _, vectors = torch.linalg.eigh(block)
     return values, channel, vectors[:, -1]
 
 

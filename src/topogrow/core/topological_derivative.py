@@ -22,7 +22,7 @@ the ``n m^2`` of the blocks: megabytes instead of 8.6 GB at width 1024).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,7 @@ from topogrow.core.eigen import (
     LeadingEigenpairs,
     iterative_block_eigenpairs,
     leading_block_eigenpairs,
+    leading_block_eigenvalues,
     select_leading,
     top_block_eigenpair,
     weighted_gram_matvec,
@@ -83,7 +84,7 @@ class TopologicalDerivative:
     """
 
     block_eigenvalues: tuple[torch.Tensor, ...]
-    block_eigenvectors: tuple[torch.Tensor, ...]
+    block_eigenvectors: Sequence[torch.Tensor]
     loss: float
     n_samples: int
     blocks: tuple[torch.Tensor, ...] | None = None
@@ -283,16 +284,23 @@ def topological_derivative(
     if reduce is not None:
         counts = reduce(torch.tensor([float(total), loss_sum], dtype=torch.float64, device=device))
         total, loss_sum = round(counts[0].item()), counts[1].item()
-    pairs = [place.eigenpairs(total, device, tol, reduce, seed=i) for i, place in enumerate(locations)]
+    if monitor is None:
+        pairs = [place.eigenpairs(total, device, tol, reduce, seed=i) for i, place in enumerate(locations)]
+        values, vectors = tuple(p.values for p in pairs), tuple(p.vectors for p in pairs)
+        products = tuple(p.products for p in pairs)
+    else:  # the eigenvalues everywhere, the eigenvectors of a location when it is asked for
+        solved = [place.sampled_eigenpairs(total, device, tol, seed=i) for i, place in enumerate(locations)]
+        values, vectors = tuple(v for v, _, _ in solved), LazyVectors([f for _, f, _ in solved])
+        products = tuple(p for _, _, p in solved)
     blocks = [place.mean_blocks for place in locations]
     return TopologicalDerivative(
-        block_eigenvalues=tuple(p.values for p in pairs),
-        block_eigenvectors=tuple(p.vectors for p in pairs),
+        block_eigenvalues=values,
+        block_eigenvectors=vectors,
         loss=loss_sum / total,
         n_samples=total,
         blocks=tuple(blocks) if keep_blocks else None,
         solvers=tuple("iterative" if place.iterative else "blocks" for place in locations),
-        products=tuple(p.products for p in pairs),
+        products=products,
         standard_errors=None if monitor is None else monitor.standard_errors(total),
     )
 
@@ -336,6 +344,25 @@ def _reduced(matvec, reduce: Callable[[torch.Tensor], torch.Tensor]):
     return lambda vectors, index: reduce(matvec(vectors, index))
 
 
+class LazyVectors(Sequence):
+    """``vectors[l]``: a location's eigenvectors ``(n, m)``, computed on first access (by a function
+    given for it) and kept; a sampled pass needs the eigenvectors of the chosen location only."""
+
+    def __init__(self, entries: list[torch.Tensor | Callable[[], torch.Tensor]]) -> None:
+        self._entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, location):
+        if isinstance(location, slice):
+            return [self[i] for i in range(len(self))[location]]
+        entry = self._entries[location]
+        if callable(entry):
+            entry = self._entries[location] = entry()
+        return entry
+
+
 class _Location:
     """One location's pass: the summed blocks, or the samples the iterative solver keeps."""
 
@@ -345,6 +372,7 @@ class _Location:
         self.cache = _Cache(kind, n, m, positions) if iterative else None
         self.sum: torch.Tensor | None = None
         self.mean_blocks: torch.Tensor | None = None
+        self.checked: tuple[int, torch.Tensor, LeadingEigenpairs | None] | None = None  # the last check's
 
     def add(self, state, adjoint, positions: int | None, generator, probe: _Probe | None) -> torch.Tensor | None:
         """Add a mini-batch ``(B, ...)``. A sampled pass draws ``positions`` positions per sample
@@ -384,10 +412,24 @@ class _Location:
         the block with the largest and its eigenvector (a check: eigenvalues alone where they are cheaper)."""
         if self.cache is None:
             values, channel, vector = top_block_eigenpair(self.sum / total)
+            self.checked = (total, values, None)
             return values, channel, vector
         pairs = self.eigenpairs(total, device, tol, None, seed, release=False)
+        self.checked = (total, pairs.values, pairs)
         channel = int(pairs.values.argmax())
         return pairs.values, channel, pairs.vectors[channel]
+
+    def sampled_eigenpairs(self, total: int, device, tol: float, seed: int):
+        """``(values (n,), vectors, products)`` at the end of a sampled pass: the last check's when it
+        saw the same samples; the blocks' eigenvectors as a function computing them when asked for."""
+        checked = self.checked if self.checked is not None and self.checked[0] == total else None
+        if self.cache is not None:
+            pairs = checked[2] if checked is not None else self.eigenpairs(total, device, tol, None, seed)
+            self.cache = None
+            return pairs.values, pairs.vectors, pairs.products
+        self.mean_blocks = mean = self.sum / total
+        values = checked[1] if checked is not None else leading_block_eigenvalues(mean)
+        return values, lambda: leading_block_eigenpairs(mean).vectors, 0
 
     def eigenpairs(self, total: int, device, tol: float, reduce, seed: int, release: bool = True) -> LeadingEigenpairs:
         """Leading eigenpairs of the mean blocks over ``total`` samples; ``release`` frees the
