@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
-from topogrow.growth.line_search import DEFAULT_EPSILONS
+from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES
 from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
 
@@ -63,7 +63,13 @@ class GrowthConfig:
         td_batch_size: mini-batch size of the topological-derivative pass.
         eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
-        epsilons: line-search candidates (both signs are tried).
+        line_search: how epsilon is chosen: ``"model"`` brackets it from the quadratic model and a
+            few losses on a probe subset, then confirms it on the line-search set (a few forward
+            passes); ``"grid"`` evaluates every ``epsilons`` candidate, both signs, on the
+            line-search set (34 passes by default; the paper's results were made with it). Neither
+            accepts an increase of the loss (see :mod:`topogrow.growth.line_search`).
+        epsilons: line-search candidates (both signs are tried), or the range the model search
+            walks in.
         seed: seeds initialisation, shuffling and random strategies.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
         block: grow by this registered block (:data:`topogrow.nn.blocks.BLOCKS`, e.g.
@@ -95,6 +101,7 @@ class GrowthConfig:
     td_batch_size: int = 1024
     eigen_tol: float = 1e-3
     line_search_samples: int = 8192
+    line_search: str = "model"
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
     seed: int = 0
     device: str | None = None
@@ -127,6 +134,8 @@ class GrowthConfig:
         check_bool("rollback", self.rollback)
         if self.on_reject not in ("stop", "retry"):
             raise ValueError(f"on_reject must be 'stop' or 'retry', got {self.on_reject!r}")
+        if self.line_search not in LINE_SEARCHES:
+            raise unknown_name_error("line search", self.line_search, LINE_SEARCHES)
         for name in ("lr", "min_delta", "eigen_tol"):
             check_real(name, getattr(self, name), positive=True)
         check_real("weight_decay", self.weight_decay, nonnegative=True)
@@ -185,6 +194,12 @@ class GrowthConfig:
             if key not in known:
                 raise unknown_name_error("config key", key, known)
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> GrowthConfig:
+        """:meth:`from_dict` for a config a run saved (checkpoint, ``compare.json``): one saved before
+        ``line_search`` existed ran the grid, and so it resumes or reads."""
+        return cls.from_dict({"line_search": "grid", **values} if isinstance(values, dict) else values)
 
     @classmethod
     def from_json(cls, path: str | Path) -> GrowthConfig:
