@@ -124,6 +124,15 @@ def test_help_turns_field_names_into_options():
     assert "gelu-mlp" in options["block"].help and "td-where" in options["strategy"].help
 
 
+def test_line_search_is_a_choice(capsys):
+    assert _options("run")["line_search"].choices == ["model", "grid"]
+    assert cli._configs(_parse(["run", "synthetic", "--line-search", "grid"]))[0].line_search == "grid"
+    assert cli._configs(_parse(["compare", "synthetic"]))[0].line_search == "model"
+    with pytest.raises(SystemExit):
+        _parse(["run", "synthetic", "--line-search", "gird"])
+    assert "argument --line-search: invalid choice: 'gird' (choose from" in capsys.readouterr().err
+
+
 def test_config_file_precedence_for_generated_options(tmp_path):
     """defaults < --config FILE < options written on the command line (in any spelling)."""
     config = tmp_path / "growth.json"

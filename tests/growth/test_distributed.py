@@ -10,7 +10,7 @@ differ only by rounding (float32 sums in another order). Asserted:
   with bit-identical parameters;
 - the topological derivative before training, summed over the processes, equals the
   single-process one on all the data (relative 1e-6; float32 states, float64 blocks);
-- the growth runs agree: same locations and epsilons, eigenvalues at every stage to 1e-5
+- the growth runs agree: same locations, epsilons and eigenvalues at every stage to 1e-5
   relative, training losses and final parameters to 1e-4 (Adam amplifies rounding a little);
 - only process 0's checkpoints exist and the last one loads;
 - shards with different numbers of batches per epoch stop both processes with a clear error
@@ -151,7 +151,9 @@ def test_two_processes_grow_like_one(tmp_path):
 
     # the growth runs: same decisions, same numbers up to rounding
     assert [s["location"] for s in rank0["stages"]] == [s["location"] for s in one["stages"]]
-    assert [s["epsilon"] for s in rank0["stages"]] == [s["epsilon"] for s in one["stages"]]
+    # (the model line search refines epsilon from losses: equal up to their rounding)
+    epsilons = [(s["epsilon"], t["epsilon"]) for s, t in zip(rank0["stages"], one["stages"], strict=True)]
+    assert all(ours == theirs or ours == pytest.approx(theirs, rel=1e-5) for ours, theirs in epsilons)
     for ours, theirs in zip(rank0["stages"], one["stages"], strict=True):
         if theirs["eigenvalues"] is not None:
             torch.testing.assert_close(

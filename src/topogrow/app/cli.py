@@ -33,6 +33,7 @@ from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
 from topogrow.growth.config import SCHEDULES
+from topogrow.growth.line_search import LINE_SEARCHES
 from topogrow.growth.strategies import growth_strategies
 from topogrow.nn.blocks import BLOCKS
 
@@ -209,6 +210,8 @@ def _add_growth_options(
             help_text += f"; one of: {_strategies(n for n in growth_strategies() if n != 'scratch')}"
         elif field.name == "schedule":
             kind["choices"] = list(SCHEDULES)
+        elif field.name == "line_search":
+            kind["choices"] = list(LINE_SEARCHES)
         elif field.name == "block":
             help_text += f"; one of: {_names(BLOCKS)}"
         if default is not None and not isinstance(default, bool):

@@ -245,7 +245,7 @@ class Comparison:
         return cls(
             task=values["task"],
             metric_name=values["metric"],
-            growth=GrowthConfig.from_dict(values["growth"]),
+            growth=GrowthConfig.from_saved(values["growth"]),
             model=ModelConfig(**values["model"]),
             results=[RunResult.from_dict(run) for run in values["runs"]],
         )

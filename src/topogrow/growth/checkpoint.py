@@ -405,7 +405,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
     trainer_path = folder / "trainer.json"
     trainer = _parse_json(trainer_path, files["trainer.json"])
     try:
-        config = GrowthConfig.from_dict(_field(trainer, "config", dict, trainer_path))
+        config = GrowthConfig.from_saved(_field(trainer, "config", dict, trainer_path))
         history = GrowthHistory.from_dict(_field(trainer, "history", dict, trainer_path))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{trainer_path}: {error}") from None

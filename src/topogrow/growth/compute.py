@@ -7,8 +7,9 @@ step is three forward passes (forward and backward); a topological-derivative pa
 a backward pass over the samples it read plus the Hamiltonian blocks, ``2 S P n m^2`` per location
 (``P`` positions per sample: pixels, tokens, 1 for a dense layer; the positions drawn when the pass
 sampled), and their eigen-solves,
-``20 n m^3`` (the block solver's cost model); a line search is a forward pass over its samples per
-evaluated epsilon.
+``20 n m^3`` (the block solver's cost model); a line search is a forward pass over the samples of
+each evaluation it made (:attr:`~topogrow.growth.line_search.LineSearchResult.evaluated_samples`:
+the loss before, every trial on the line-search set and on the model search's probe subset).
 """
 
 from __future__ import annotations
@@ -100,9 +101,8 @@ class ComputeCounter(Callback):
         self._add(grower, "topological_derivative", 3 * forward * samples + blocks)
 
     def on_insert(self, grower, insertion):
-        evaluations = 2 + max(len(insertion.search.trials), 1)  # before, the trials (or the one epsilon), after
-        subset = min(grower.config.line_search_samples, self._samples(grower.train_source))
-        self._add(grower, "line_search", self._per_sample(grower) * subset * evaluations)
+        # the evaluations the search made: the loss before and each trial, on the set or the probe subset
+        self._add(grower, "line_search", self._per_sample(grower) * insertion.search.evaluated_samples)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

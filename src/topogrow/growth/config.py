@@ -13,7 +13,7 @@ import torch
 
 from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
 from topogrow.core.sampling import Sampling
-from topogrow.growth.line_search import DEFAULT_EPSILONS
+from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES
 from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
 
@@ -70,7 +70,13 @@ class GrowthConfig:
         td_rel_error: the relative error of the decision at which an ``"auto"`` pass stops.
         eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
-        epsilons: line-search candidates (both signs are tried).
+        line_search: how epsilon is chosen: ``"model"`` brackets it from the quadratic model and a
+            few losses on a probe subset, then confirms it on the line-search set (a few forward
+            passes); ``"grid"`` evaluates every ``epsilons`` candidate, both signs, on the
+            line-search set (34 passes by default; the paper's results were made with it). Neither
+            accepts an increase of the loss (see :mod:`topogrow.growth.line_search`).
+        epsilons: line-search candidates (both signs are tried), or the range the model search
+            walks in.
         seed: seeds initialisation, shuffling and random strategies.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
         block: grow by this registered block (:data:`topogrow.nn.blocks.BLOCKS`, e.g.
@@ -104,6 +110,7 @@ class GrowthConfig:
     td_rel_error: float = 0.1
     eigen_tol: float = 1e-3
     line_search_samples: int = 8192
+    line_search: str = "model"
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
     seed: int = 0
     device: str | None = None
@@ -136,6 +143,8 @@ class GrowthConfig:
         check_bool("rollback", self.rollback)
         if self.on_reject not in ("stop", "retry"):
             raise ValueError(f"on_reject must be 'stop' or 'retry', got {self.on_reject!r}")
+        if self.line_search not in LINE_SEARCHES:
+            raise unknown_name_error("line search", self.line_search, LINE_SEARCHES)
         if isinstance(self.td_samples, str) and self.td_samples.isdigit():  # from the command line
             object.__setattr__(self, "td_samples", int(self.td_samples))
         samples = self.td_samples
@@ -207,6 +216,14 @@ class GrowthConfig:
             if key not in known:
                 raise unknown_name_error("config key", key, known)
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> GrowthConfig:
+        """:meth:`from_dict` for a config a run saved (checkpoint, ``compare.json``): one saved before
+        ``line_search`` and ``td_samples`` existed ran the grid and read every sample, and so it
+        resumes or reads."""
+        old = {"line_search": "grid", "td_samples": "all"}
+        return cls.from_dict({**old, **values} if isinstance(values, dict) else values)
 
     @classmethod
     def from_json(cls, path: str | Path) -> GrowthConfig:

@@ -82,6 +82,31 @@ class DataSource:
         return batches
 
 
+def first_samples(batches: Iterable, n_samples: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]:
+    """The first ``n_samples`` samples of ``batches`` (``(x, y)`` pairs; the last batch cut), and
+    whether that is all of them (the batches ran out first or ended there)."""
+    taken, count = [], 0
+    iterator = iter(batches)
+    for x, y in iterator:
+        if count + x.shape[0] >= n_samples:
+            keep = n_samples - count
+            taken.append((x[:keep], y[:keep]))
+            return taken, keep == x.shape[0] and next(iterator, None) is None
+        taken.append((x, y))
+        count += x.shape[0]
+    return taken, True
+
+
+def count_samples(batches: Iterable) -> int:
+    """Samples in evaluation batches: a list of ``(x, y)`` pairs, :class:`TensorBatches` or a
+    DataLoader over a sized dataset; -1 when unknown."""
+    if isinstance(batches, (list, tuple)):
+        return sum(int(x.shape[0]) for x, _ in batches)
+    if isinstance(batches, TensorBatches):
+        return int(batches.x.shape[0])
+    return _dataset_size(batches)
+
+
 def _dataset_size(data) -> int:
     """The number of samples of a DataLoader's dataset; -1 when unknown (an ``IterableDataset``
     or anything else without ``__len__``)."""

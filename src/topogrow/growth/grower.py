@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,18 @@ from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.compute import ComputeCounter
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageContext, StageFault, StopGrowth
-from topogrow.growth.data import DataSource, check_block, check_compatible, check_data_kind
+from topogrow.growth.data import (
+    DataSource,
+    check_block,
+    check_compatible,
+    check_data_kind,
+    count_samples,
+    first_samples,
+)
 from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_proposal
+from topogrow.growth.line_search import PROBE_SAMPLES
 from topogrow.growth.schedules import Schedule, make_schedule
 from topogrow.growth.strategies import make_strategy
 from topogrow.growth.training import evaluate_loss, optimizer_factory, rebuild_optimizer, resolve_device, train_epoch
@@ -380,6 +388,13 @@ class Grower:
         if data is None:  # each process evaluates its share; the loss is averaged over all
             data = self.train_source.subset(math.ceil(cfg.line_search_samples / world_size()))
         reduce = self.distributed_run.reduce
+        probe, whole = data, True
+        if cfg.line_search == "model" and proposal.line_search:  # the first samples of each process's share
+            probe, whole = first_samples(data, math.ceil(PROBE_SAMPLES / world_size()))
+        sizes = [max(count_samples(data), 0), max(count_samples(probe), 0), whole]
+        if reduce is not None:  # every process must take the same path (and the counts are over all)
+            sizes = [int(v) for v in reduce(torch.tensor(sizes, dtype=torch.float64)).tolist()]
+        whole = sizes[2] == world_size()
         layer, search = insert_proposal(
             self.model,
             proposal,
@@ -387,7 +402,10 @@ class Grower:
             cfg.epsilons,
             block=cfg.block,
             generator=self.generator,
+            search=cfg.line_search,
+            probe_loss=None if whole else lambda: evaluate_loss(self.model, probe, self.loss, reduce),
         )
+        search = replace(search, samples=sizes[0], probe_samples=sizes[0] if whole else sizes[1])
         self.optimizer = rebuild_optimizer(self.optimizer, self.model.parameters(), self.make_optimizer)
         self.distributed_run.parameters_changed()
         self.progress.faults = 0

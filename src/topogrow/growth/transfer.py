@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from topogrow._validation import check_bool, check_int, check_optional_int
+from topogrow._validation import check_bool, check_int, check_optional_int, unknown_name_error
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.callbacks import Callback, EarlyStopping, FixedArchitecture, Freeze
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.data import DataSource, TensorBatches
 from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord
-from topogrow.growth.line_search import DEFAULT_EPSILONS, LineSearchResult
+from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES, LineSearchResult
 from topogrow.growth.registries import STRATEGIES
 from topogrow.growth.schedules import StageEpochs
 from topogrow.growth.strategies import inserts_layers, transfer_strategies
@@ -157,6 +157,7 @@ def _check_arguments(
     neurons,
     rel_threshold,
     epsilons,
+    line_search,
     lora_rank,
     restore_best,
     val_data,
@@ -193,6 +194,8 @@ def _check_arguments(
     for eps in epsilons:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"epsilons must be finite numbers > 0, got {eps!r}")
+    if line_search not in LINE_SEARCHES:
+        raise unknown_name_error("line search", line_search, LINE_SEARCHES)
     check_optional_int("lora_rank", lora_rank, minimum=1)
     if strategy == "lora" and n_layers == 0 and lora_rank is None:
         raise ValueError(
@@ -237,6 +240,7 @@ def adapt(
     lora_rank: int | None = None,
     restore_best: bool | None = None,
     locations: Sequence[int] | None = None,
+    line_search: str = "grid",
 ) -> AdaptResult:
     """Adapt a pretrained growable model to ``target_data`` by inserting new layers.
 
@@ -278,6 +282,8 @@ def adapt(
             model as it is at that insertion, per layer) instead of where the strategy would
             choose: ``"td"`` then still initialises by the eigenvectors there (an ablation of *how*
             without *where*), ``"random-location"`` by a random layer there.
+        line_search: ``"grid"`` (every candidate on all the target samples, as the transfer results
+            were made) or ``"model"`` (the cheap search, :attr:`GrowthConfig.line_search`).
 
     Returns:
         an :class:`AdaptResult`.
@@ -295,6 +301,7 @@ def adapt(
         neurons,
         rel_threshold,
         epsilons,
+        line_search,
         lora_rank,
         restore_best,
         val_data,
@@ -326,6 +333,7 @@ def adapt(
         batch_size=batch_size,
         eval_batch_size=batch_size,
         epsilons=tuple(epsilons),
+        line_search=line_search,
         seed=seed,
         early_stopping=False,  # restore_best adds it (every stage, no patience)
         rollback=False,  # n_layers insertions, as asked
