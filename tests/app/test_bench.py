@@ -15,8 +15,8 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     assert "### Performance" in printed and "| measure |" in printed
     results = json.loads(out.read_text())
     expected = {"machine", "config", "td_vs_epoch", "td_decisions", "block_vs_dense", "memory", "growth_overhead"}
-    assert expected | {"wide_growth", "matrix_free"} <= set(results)
-    goals = {"td_vs_epoch", "growth_demo", "growth_bench", "td_over_random", "wide_time", "wide_memory", "flops"}
+    assert expected | {"wide_growth", "matrix_free", "line_search"} <= set(results)
+    goals = {"td_vs_epoch", "line_search", "growth_demo", "growth_bench", "td_over_random", "wide_time", "wide_memory", "flops"}
     assert goals <= set(results["goals"]) and all(results["goals"][g] is not None for g in goals)
     assert {r["solver"] for r in results["td_vs_epoch"]} >= {"auto", "sampled"}
     assert {r["task"] for r in results["td_vs_epoch"]} == {"california", "mnist5k"}
@@ -29,6 +29,9 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     assert all(case["flops_td_over_scratch"] > 0 for case in growth.values())
     assert results["wide_growth"]["time_ratio"] > 0 and results["wide_growth"]["memory_ratio"] > 0
     assert {r["task"] for r in results["td_decisions"]} == {"california", "mnist5k"}
+    search = results["line_search"]
+    assert search["evaluated_samples"]["model"] < search["evaluated_samples"]["grid"]
+    assert search["change"]["model"] <= 0 and search["change"]["grid"] <= 0
     assert all(r["samples_read"] <= r["n_train"] for r in results["td_decisions"])
     assert all(r["rel_error"] <= 1e-6 for r in results["matrix_free"])
 

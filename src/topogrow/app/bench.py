@@ -1,20 +1,22 @@
 """``topogrow bench``: what the topological derivative costs, measured in one run.
 
-Five measurements, each a ratio or a curve taken on the same machine in the same run
-(medians over ``repeats``; timings are never asserted by the tests):
+The measurements (sections), each a ratio or a curve taken on the same machine in the same run
+(medians over ``repeats``; timings are never asserted by the tests); :data:`GOALS` lists the goals:
 
-1. ``td_vs_epoch``: the topological derivative at every location against one training
-   epoch of the same model on the same data (California ResidualMLP, MNIST ResidualCNN),
-   on the full training set and on a quarter of it.
-2. ``block_vs_dense`` and ``width_scaling``: the block-diagonal solver against a naive
-   dense ``n(n+1) x n(n+1)`` eigendecomposition (widths 16-64), then the blocks and the
-   iterative (batched Lanczos) solvers alone at widths 128-1024 for one location and
-   S = 2048 samples, with the memory each would take.
+1. ``td_vs_epoch``: the topological derivative at every location (the full pass, the growth loop's
+   sampled pass, subsets) against one training epoch of the same model on the same data
+   (California ResidualMLP, MNIST ResidualCNN); ``td_decisions``: the sampled pass's decisions
+   against the full pass's over 5 seeds; ``line_search``: one insertion's line search against an epoch.
+2. ``block_vs_dense``: the block-diagonal solver against a naive dense ``n(n+1) x n(n+1)``
+   eigendecomposition (widths 16-64), then the blocks and the iterative (batched Lanczos) solvers
+   alone at widths 128-1024 for one location and S = 2048 samples, with the memory each would take.
 3. ``memory``: peak resident memory of the TD pass for growing S, in a fresh process
    per measurement (``resource.getrusage``; torch's CPU allocations are invisible to
    ``tracemalloc``), for the streaming blocks solver and the caching iterative one.
-4. ``growth_overhead``: a whole ``td`` growth run against training its final
-   architecture from scratch for the same number of epochs (:func:`compare`).
+4. ``growth_overhead``: whole ``td`` growth runs against ``random`` growth and against training
+   their final architecture from scratch for the same epochs (:func:`compare`): wall time and
+   counted FLOPs, on the README demo's, the bench's and a CNN configuration; ``wide_growth``: td
+   against random growth at width 256 (time, peak memory), each in a fresh process.
 5. ``matrix_free``: Hessian-vector products and time the Lanczos path of
    :mod:`topogrow.core.matrix_free` needs to match the closed-form eigenvalue to 1e-6.
 
@@ -23,6 +25,7 @@ Everything goes to ``results/bench.json``; :func:`markdown_table` renders the ta
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -32,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,11 @@ from topogrow.core.hamiltonian import hamiltonian_blocks
 from topogrow.core.losses import resolve_loss
 from topogrow.core.topological_derivative import choose_solver, solver_costs
 from topogrow.growth import GrowthConfig
-from topogrow.growth.data import TensorBatches
-from topogrow.growth.training import train_epoch
+from topogrow.growth.context import Proposal
+from topogrow.growth.data import DataSource, TensorBatches, first_samples
+from topogrow.growth.insertion import insert_proposal
+from topogrow.growth.line_search import PROBE_SAMPLES
+from topogrow.growth.training import evaluate_loss, train_epoch
 from topogrow.nn import ResidualMLP
 from topogrow.nn.blocks import ConvBlock, DenseBlock
 from topogrow.nn.cnn import ResidualCNN
@@ -356,6 +362,62 @@ def bench_td_decisions(cfg: BenchConfig) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+@SECTIONS.register("line_search", help="the line search of one insertion against one training epoch")
+def bench_line_search(cfg: BenchConfig) -> dict[str, Any]:
+    """One td insertion's line search, as the growth loop makes it (the line-search set: the first
+    ``line_search_samples`` of a shuffled pass in training batches; the model search's probe: its
+    first samples), against one training epoch; the model search and the grid, medians of ``runs``."""
+    device = cfg.torch_device
+    growth = GrowthConfig()
+    task = make_task("california", seed=0, data_dir=cfg.data_dir, n_train=1000 if cfg.quick else None)
+    x, y = task.X_train.to(device), task.y_train.to(device)
+    model, loss = _mlp(64, 4, device), resolve_loss(task.loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = TensorBatches(x, y, 128, shuffle=True, seed=0)
+    train_epoch(model, batches, loss, optimizer)
+    td = topological_derivative(model, (x, y), task.loss, sampling=growth.sampling, generator=torch.Generator())
+    location = td.best_location
+    proposal = Proposal(location, td.direction(location, None, growth.rel_threshold))
+    proposal = replace(proposal, curvature=td.curvature(location, None, growth.rel_threshold))
+    data = DataSource.from_data((x, y), "train", 256, shuffle=True, seed=1).subset(growth.line_search_samples)
+    probe, _ = first_samples(data, PROBE_SAMPLES)
+    times: dict[str, list[float]] = {"epoch": [], "model": [], "grid": []}
+    searches = {}
+    for repeat in range(cfg.runs):
+        _log(f"line_search: repeat {repeat + 1}/{cfg.runs}: epoch, model search, grid")
+        times["epoch"] += timed(lambda: train_epoch(model, batches, loss, optimizer), 1, device)[1]
+        for search in ("model", "grid"):
+            trial = copy.deepcopy(model)
+
+            def insert(trial=trial, search=search):
+                return insert_proposal(
+                    trial,
+                    proposal,
+                    lambda: evaluate_loss(trial, data, loss),
+                    growth.epsilons,
+                    search=search,
+                    probe_loss=lambda: evaluate_loss(trial, probe, loss),
+                )
+
+            _, seconds, (_, searches[search]) = timed(insert, 1, device)
+            times[search] += seconds
+    epoch = statistics.median(times["epoch"])
+    model_s, grid_s = statistics.median(times["model"]), statistics.median(times["grid"])
+    return {
+        "setting": f"California MLP 64x4, td proposal at location {location}, line-search set "
+        f"{growth.line_search_samples} samples, probe {PROBE_SAMPLES}",
+        "epoch_s": epoch,
+        "search_s": model_s,
+        "grid_s": grid_s,
+        "ratio": model_s / epoch,
+        "grid_ratio": grid_s / epoch,
+        "times": times,
+        "evaluated_samples": {k: int(v.evaluated_samples) for k, v in searches.items()},
+        "change": {k: float(v.change) for k, v in searches.items()},
+        "epsilon": {k: float(v.epsilon) for k, v in searches.items()},
+    }
 
 
 # ----------------------------------------------- 2. block vs dense, scaling
