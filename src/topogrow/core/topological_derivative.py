@@ -244,7 +244,6 @@ def topological_derivative(
         raise ValueError("sampling stops one process's pass on its own: use sampling=None with reduce")
     loss_fn = resolve_loss(loss)
     device, _ = device_and_dtype(model)
-    curvature = float(model.activation_curvature)
     expected_samples = sample_count(data)
     positions = None if sampling is None else sampling.positions
     monitor = None if sampling is None else _Monitor(sampling)
@@ -260,16 +259,10 @@ def topological_derivative(
                 samples = min(samples, sampling.max_samples or samples, 4 * sampling.min_samples)
             if reduce is not None and solver == "auto":  # the same choice in every process
                 samples = int(reduce(torch.tensor(float(samples), dtype=torch.float64, device=device)).item())
-            for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True)):
-                kind = model.insertion_kind(location)
-                n, m, all_positions = _block_shape(kind, state, adjoint)
-                chosen = solver
-                if solver == "auto":
-                    used = all_positions if positions is None else min(all_positions, positions)
-                    chosen = choose_solver(n, m, used, samples, keep_blocks=keep_blocks)
-                locations.append(
-                    _Location(kind, n, m, all_positions, curvature, chosen == "iterative", sampling is not None)
-                )
+            locations = [
+                _Location.open(model, location, state, adjoint, solver, samples, positions, keep_blocks, sampling)
+                for location, (state, adjoint) in enumerate(zip(states, adjoints, strict=True))
+            ]
         values = [
             place.add(state, adjoint, positions, generator, None if monitor is None else monitor.probe(location))
             for location, (place, state, adjoint) in enumerate(zip(locations, states, adjoints, strict=True))
@@ -373,6 +366,17 @@ class _Location:
         self.sum: torch.Tensor | None = None
         self.mean_blocks: torch.Tensor | None = None
         self.checked: tuple[int, torch.Tensor, LeadingEigenpairs | None] | None = None  # the last check's
+
+    @classmethod
+    def open(cls, model, location, state, adjoint, solver, samples, positions, keep_blocks, sampling) -> _Location:
+        """Location ``location`` of ``model``, its solver chosen from the first batch's shapes."""
+        kind = model.insertion_kind(location)
+        n, m, all_positions = _block_shape(kind, state, adjoint)
+        if solver == "auto":
+            used = all_positions if positions is None else min(all_positions, positions)
+            solver = choose_solver(n, m, used, samples, keep_blocks=keep_blocks)
+        curvature = float(model.activation_curvature)
+        return cls(kind, n, m, all_positions, curvature, solver == "iterative", sampling is not None)
 
     def add(self, state, adjoint, positions: int | None, generator, probe: _Probe | None) -> torch.Tensor | None:
         """Add a mini-batch ``(B, ...)``. A sampled pass draws ``positions`` positions per sample
