@@ -17,6 +17,12 @@ from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES
 from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
 
+#: The floor and the cap of a ``td_samples="auto"`` pass. Past the cap a tie between locations is
+#: left to chance: on California (MLP 64x4, 8 seeds x 3 draws) 4,096 samples chose the full pass's
+#: location 21 times in 24 and kept 99 % of its mu on average (86 % at worst), on Friedman #1
+#: (20,000 samples, not in the suite) 16 in 18, keeping 99.7 % (97 % at worst).
+AUTO_SAMPLES = (1024, 4096)
+
 
 @dataclass(frozen=True)
 class GrowthConfig:
@@ -64,9 +70,10 @@ class GrowthConfig:
         td_batch_size: mini-batch size of the topological-derivative pass (over every sample).
         td_samples: samples the topological-derivative pass reads: ``"auto"`` streams them in a
             random order and stops when the location and direction are settled to ``td_rel_error``
-            (:class:`~topogrow.core.sampling.Sampling`: at least 1024 samples; 16 positions per
-            image for convolutions), an integer does the same with that cap, ``"all"`` reads every
-            sample and position (the paper's pass). Distributed runs and ``block`` runs read all.
+            (:class:`~topogrow.core.sampling.Sampling`: at least 1,024 samples and at most 4,096;
+            16 positions per image for convolutions), an integer does the same with that cap,
+            ``"all"`` reads every sample and position (the paper's pass). Distributed runs and
+            ``block`` runs read all.
         td_rel_error: the relative error of the decision at which an ``"auto"`` pass stops.
         eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
@@ -184,8 +191,8 @@ class GrowthConfig:
         """The rule of the topological-derivative pass (``None``: every sample, ``td_samples="all"``)."""
         if self.td_samples == "all":
             return None
-        cap = None if self.td_samples == "auto" else self.td_samples
-        return Sampling(rel_error=self.td_rel_error, max_samples=cap, min_samples=min(1024, cap or 1024))
+        cap = AUTO_SAMPLES[1] if self.td_samples == "auto" else self.td_samples
+        return Sampling(rel_error=self.td_rel_error, min_samples=min(AUTO_SAMPLES[0], cap), max_samples=cap)
 
     @property
     def validation_batch_size(self) -> int:
