@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the working tree's code, even without an install
+sys.path.insert(0, str(ROOT / "docs"))  # gallery_hooks
 
 import topogrow  # noqa: E402
 
@@ -65,14 +66,6 @@ napoleon_use_rtype = False
 napoleon_use_ivar = True  # "Attributes:" as fields: dataclass fields are documented once, by autodoc
 
 
-def _one_thread(gallery_conf, fname, when):
-    """Before each example: one torch thread. These networks are small, and two threads on a
-    shared 2-core machine run many times slower than one."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 # The gallery: examples/plot_*.py are executed at build time and their figures embedded; the
 # other scripts in examples/ (quickstart, ddp_grow, transfer_where_how) are run by the tests.
 sphinx_gallery_conf = {
@@ -85,7 +78,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "remove_config_comments": True,
     "image_scrapers": ("matplotlib",),
-    "reset_modules": ("matplotlib", _one_thread),
+    "reset_modules": ("matplotlib", "gallery_hooks.one_thread"),
     "matplotlib_animations": False,
     "show_memory": False,
 }
