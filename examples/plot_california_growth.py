@@ -13,6 +13,7 @@ eigenvalue :math:`\\mu_l` of every insertion location at every stage.
 # 2,000 training samples of California housing (8 features, the median house value in
 # 100k$), standardised; a residual MLP of width 32 with one residual layer.
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
@@ -62,6 +63,7 @@ for stage in history.stages:
         if stage.location is not None:
             right.plot(stage.location, stage.eigenvalues[stage.location], "k*", markersize=12)
 right.set_xlabel("location l")
+right.xaxis.set_major_locator(MaxNLocator(integer=True))
 right.set_ylabel(r"$\mu_l$")
 right.set_title("leading eigenvalue per location (star: chosen)")
 right.legend()

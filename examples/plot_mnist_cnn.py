@@ -14,6 +14,7 @@ under-trained (the measured comparison is in the user guide).
 
 # %%
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 
 from topogrow import Callback, Grower, GrowthConfig, ResidualCNN
@@ -54,6 +55,7 @@ for stage in history.stages:
     if stage.eigenvalues:
         axes[0].plot(range(len(stage.eigenvalues)), stage.eigenvalues, marker="o", label=f"stage {stage.stage}")
 axes[0].set_xlabel("location l")
+axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
 axes[0].set_ylabel(r"$\mu_l$")
 axes[0].legend()
 initial, trained = keep.initial[0], keep.layers[0].affine.weight.detach()

@@ -15,6 +15,7 @@ The 8 x 8 digits of scikit-learn (task ``digits``), a ViT with 4 x 4 patches and
 
 # %%
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 
 from topogrow import Grower, GrowthConfig, ViT
@@ -62,6 +63,7 @@ for stage in history.stages:
     if stage.eigenvalues:
         axis.plot(range(len(stage.eigenvalues)), stage.eigenvalues, marker="o", label=f"stage {stage.stage}")
 axis.set_xlabel("location l")
+axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 axis.set_ylabel(r"leading eigenvalue $\mu_l$ (Lanczos)")
 axis.legend()
 fig.tight_layout()
