@@ -13,8 +13,8 @@ eigenvalue :math:`\\mu_l` of every insertion location at every stage.
 # 2,000 training samples of California housing (8 features, the median house value in
 # 100k$), standardised; a residual MLP of width 32 with one residual layer.
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
 from topogrow.app import make_task

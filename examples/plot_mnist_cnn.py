@@ -14,8 +14,8 @@ under-trained (the measured comparison is in the user guide).
 
 # %%
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from topogrow import Callback, Grower, GrowthConfig, ResidualCNN
 from topogrow.app import make_task

@@ -15,8 +15,8 @@ The 8 x 8 digits of scikit-learn (task ``digits``), a ViT with 4 x 4 patches and
 
 # %%
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from topogrow import Grower, GrowthConfig, ViT
 from topogrow.app import make_task
