@@ -382,8 +382,10 @@ class GrowingClassifier(ClassifierMixin, _GrowingEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         The class labels, sorted.
-    model_, history_, depth_, n_iter_, n_features_in_, feature_names_in_
-        As for :class:`GrowingRegressor`.
+    model_ : ResidualMLP
+        The grown network (in eval mode), one output (logit) per class. The other fitted
+        attributes (``history_``, ``depth_``, ``n_iter_``, ``n_features_in_``,
+        ``feature_names_in_``) are as for :class:`GrowingRegressor`.
     """
 
     _loss = "cross_entropy"

@@ -72,10 +72,12 @@ class Task:
 
     @property
     def loss(self) -> str:
+        """The training loss by name: ``"mse"`` for regression, ``"cross_entropy"`` for classification."""
         return "mse" if self.kind == "regression" else "cross_entropy"
 
     @property
     def metric_name(self) -> str:
+        """What :meth:`score` reports, for tables."""
         return "test MSE" if self.kind == "regression" else "test accuracy"
 
     @property
@@ -162,6 +164,7 @@ class RelativeL2Task(Task):
 
     @property
     def metric_name(self) -> str:
+        """What :meth:`score` reports, for tables."""
         return "test relative L2 error" + (" (%)" if self.percent else "")
 
     def relative_error(self, prediction: torch.Tensor, target: torch.Tensor | None = None) -> float:

@@ -34,9 +34,13 @@ class StatefulModel(Protocol):
 
     activation_curvature: float
 
-    def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+    def forward_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The prediction and the states ``[x_0, ..., x_T]``, one per insertion location."""
+        ...
 
-    def insertion_kind(self, location: int) -> LayerKind: ...
+    def insertion_kind(self, location: int) -> LayerKind:
+        """The kind of layer (:mod:`topogrow.core.layer_kinds`) inserted at ``location``."""
+        ...
 
 
 #: Built-in losses that compare each prediction with a float target of the same shape (and

@@ -30,9 +30,13 @@ def augment(patches: torch.Tensor) -> torch.Tensor:
 class LayerKind(Protocol):
     """How a kind of inserted layer sees its input state and its output adjoint."""
 
-    def patches(self, state: torch.Tensor) -> torch.Tensor: ...
+    def patches(self, state: torch.Tensor) -> torch.Tensor:
+        """The augmented patches ``u`` the layer reads, ``(B, P, m)``: P positions, patch length + 1."""
+        ...
 
-    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor: ...
+    def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        """The adjoint at the same positions, ``(B, P, n)``: one entry per output neuron or channel."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,11 @@ class Dense:
     """``x -> x + sigma(W x + b)`` on states ``(B, n)``: one position per sample."""
 
     def patches(self, state: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, n + 1)``: each state with a 1 appended."""
         return augment(state)[:, None, :]
 
     def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, n)``: the adjoint of each sample."""
         return adjoint[:, None, :]
 
 
@@ -57,11 +63,13 @@ class Conv2d:
     kernel_size: int = 3
 
     def patches(self, state: torch.Tensor) -> torch.Tensor:
+        """``(B, H W, C k k + 1)``: the unfolded neighbourhood of every pixel, with a 1 appended."""
         k = self.kernel_size
         unfolded = F.unfold(state, kernel_size=k, padding=k // 2)  # (B, C k k, H W)
         return augment(unfolded.transpose(1, 2))
 
     def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        """``(B, H W, C)``: the adjoint at every pixel."""
         return adjoint.flatten(2).transpose(1, 2)  # (B, H W, C)
 
 
@@ -72,7 +80,9 @@ class Token:
     eps: float = 1e-5
 
     def patches(self, state: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d + 1)``: every token normalised (LayerNorm without affine parameters), with a 1 appended."""
         return augment(F.layer_norm(state, state.shape[-1:], eps=self.eps))
 
     def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d)``: the adjoint of every token."""
         return adjoint

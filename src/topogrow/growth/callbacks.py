@@ -69,10 +69,12 @@ class Insertion:
 
     @property
     def predicted_change(self) -> float | None:
+        """The loss change the strategy's model predicted for this insertion (``None`` if it has none)."""
         return self.record.predicted_change
 
     @property
     def actual_change(self) -> float:
+        """The change of the training loss measured by the line search at the chosen epsilon."""
         return self.search.change
 
 

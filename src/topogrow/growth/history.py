@@ -92,9 +92,11 @@ class GrowthHistory:
 
     @property
     def total_epochs(self) -> int:
+        """The number of epochs trained in all (stages and final phase)."""
         return len(self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
+        """The history as plain dicts and lists (JSON-able; :meth:`from_dict` reads it back)."""
         return dataclasses.asdict(self)
 
     @classmethod

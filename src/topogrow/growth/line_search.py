@@ -56,6 +56,7 @@ class LineSearchResult:
 
     @property
     def change(self) -> float:
+        """``loss_after - loss_before``: negative when the insertion lowered the loss."""
         return self.loss_after - self.loss_before
 
     @property

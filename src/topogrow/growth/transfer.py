@@ -99,6 +99,7 @@ class AdaptResult:
 
     @property
     def n_inserted(self) -> int:
+        """The number of layers inserted."""
         return len(self.locations)
 
 

@@ -28,7 +28,7 @@ class SiLUTanh(nn.Module):
 
 @ACTIVATIONS.register("z-tanh")
 class ZTanh(nn.Module):
-    """``sigma(z) = z tanh(z)``: sigma''(0) = 2, even, grows like |z|."""
+    """``sigma(z) = z tanh(z)``: sigma''(0) = 2, even, grows like the absolute value of z."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z * torch.tanh(z)

@@ -87,6 +87,7 @@ class ResidualBlock(nn.Module):
 
     @property
     def n_parameters(self) -> int:
+        """The number of parameters of the block (the length of :meth:`direction`)."""
         return sum(p.numel() for p in self.block.parameters())
 
     def direction(self) -> torch.Tensor:

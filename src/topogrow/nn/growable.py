@@ -47,7 +47,7 @@ CONTRACT = (
 
 class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
     """Base of every model that grows in depth: a residual network seen as a discrete
-    dynamical system ``x_{t+1} = x_t + f_t(x_t)`` with states ``x_0 .. x_T``.
+    dynamical system ``x_{t+1} = x_t + f_t(x_t)`` with states ``x_0, ..., x_T``.
 
     The members the core and the growth loop use (:data:`CONTRACT`):
 
