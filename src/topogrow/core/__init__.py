@@ -23,6 +23,7 @@ from topogrow.core.matrix_free import (
     matrix_free_topological_derivative,
 )
 from topogrow.core.result import TopologicalDerivativeResult
+from topogrow.core.sampling import Sampling
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "hamiltonian_blocks",
     "quadratic_form",
     "LeadingEigenpairs",
+    "Sampling",
     "StatefulModel",
     "TopologicalDerivative",
     "TopologicalDerivativeResult",
