@@ -16,7 +16,16 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     results = json.loads(out.read_text())
     expected = {"machine", "config", "td_vs_epoch", "td_decisions", "block_vs_dense", "memory", "growth_overhead"}
     assert expected | {"wide_growth", "matrix_free", "line_search"} <= set(results)
-    goals = {"td_vs_epoch", "line_search", "growth_demo", "growth_bench", "td_over_random", "wide_time", "wide_memory", "flops"}
+    goals = {
+        "td_vs_epoch",
+        "line_search",
+        "growth_demo",
+        "growth_bench",
+        "td_over_random",
+        "wide_time",
+        "wide_memory",
+        "flops",
+    }
     assert goals <= set(results["goals"]) and all(results["goals"][g] is not None for g in goals)
     assert {r["solver"] for r in results["td_vs_epoch"]} >= {"auto", "sampled"}
     assert {r["task"] for r in results["td_vs_epoch"]} == {"california", "mnist5k"}
