@@ -1,5 +1,5 @@
 """Extending the growth loop: callbacks, registered strategies and schedules, optimisers, and the
-README's "Extending topogrow" examples, run as written."""
+the user guide's "Extending topogrow" examples (docs/user-guide.md), run as written."""
 
 import json
 import re
@@ -17,7 +17,7 @@ from topogrow.growth import SCHEDULES, STRATEGIES, JSONLinesLogger, register_sch
 from topogrow.growth.schedules import FixedEpochs
 from topogrow.growth.strategies import growth_strategies, random_init
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
 config = helpers.short_growth_config
 
 
@@ -247,19 +247,19 @@ def test_the_optimizer_comes_from_the_config_and_keeps_old_state_after_an_insert
         GrowthConfig(optimizer="adma")
 
 
-def _readme_examples() -> str:
-    text = README.read_text()
+def _guide_examples() -> str:
+    text = GUIDE.read_text()
     section = text[text.index("## Extending topogrow") :]
     section = section[: section.index("\n## ", 1)]
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 
-def test_the_readme_extending_examples_run():
-    code = _readme_examples()
+def test_the_user_guide_extending_examples_run():
+    code = _guide_examples()
     assert "register_strategy" in code and "Callback" in code and "register_schedule" in code
     before = (set(STRATEGIES), set(SCHEDULES))
     try:
-        exec(compile(code, str(README), "exec"), {"__name__": "readme_extending"})
+        exec(compile(code, str(GUIDE), "exec"), {"__name__": "guide_extending"})
     finally:
         for name in set(STRATEGIES) - before[0]:
             STRATEGIES.unregister(name)
