@@ -5,7 +5,7 @@ import torch
 from tests.core.mlp_problems import make_data, make_model
 from torch.nn import functional as F
 
-from topogrow.core import hamiltonian_blocks, states_and_adjoints, topological_derivative
+from topogrow.core import Conv2d, hamiltonian_blocks, states_and_adjoints, topological_derivative
 from topogrow.core.sampling import RunningValues, Sampling, sample_positions, settled
 
 
@@ -93,13 +93,27 @@ def test_settled_asks_for_a_clear_paired_margin_a_stable_direction_and_agreement
 
 def test_sampled_positions_give_unbiased_blocks():
     g = torch.Generator().manual_seed(0)
-    patches = torch.randn(3, 12, 4, generator=g, dtype=torch.float64)
-    rows = torch.randn(3, 12, 2, generator=g, dtype=torch.float64)
-    exact = hamiltonian_blocks(patches, rows, 1.0)
-    draws = [hamiltonian_blocks(*sample_positions(patches, rows, 3, g), 1.0) for _ in range(4000)]
-    torch.testing.assert_close(torch.stack(draws).mean(dim=0), exact, rtol=0.0, atol=0.15 * exact.abs().max().item())
-    same, same_rows = sample_positions(patches, rows, 12, g)
-    assert same is patches and same_rows is rows
+    state = torch.randn(3, 2, 4, 3, generator=g, dtype=torch.float64)  # 12 pixels
+    adjoint = torch.randn(3, 2, 4, 3, generator=g, dtype=torch.float64)
+    kind = Conv2d()
+    exact = hamiltonian_blocks(kind.patches(state), kind.adjoint_rows(adjoint), 1.0)
+    draws = [hamiltonian_blocks(*sample_positions(kind, state, adjoint, 3, g), 1.0) for _ in range(4000)]
+    torch.testing.assert_close(torch.stack(draws).mean(dim=0), exact, rtol=0.0, atol=0.1 * exact.abs().max().item())
+    every, rows = sample_positions(kind, state, adjoint, 12, g)
+    torch.testing.assert_close(every, kind.patches(state))
+    torch.testing.assert_close(rows, kind.adjoint_rows(adjoint))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_convolution_patches_at_positions_are_those_of_the_unfolded_state(kernel_size):
+    g = torch.Generator().manual_seed(kernel_size)
+    state = torch.randn(4, 3, 6, 5, generator=g)
+    kind = Conv2d(kernel_size)
+    index = torch.randint(30, (4, 7), generator=g)
+    full = kind.patches(state)
+    torch.testing.assert_close(
+        kind.patches_at(state, index), full.gather(1, index[:, :, None].expand(-1, -1, full.shape[-1]))
+    )
 
 
 def test_sampling_refuses_bad_settings_and_a_reduce():

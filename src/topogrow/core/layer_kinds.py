@@ -8,7 +8,8 @@ channel c at that position, METHOD.md gives one block per output channel::
     B_c = sigma''(0) * sum over samples and positions of p_c u u^T
 
 A kind turns a state into its patches ``(B, P, m)`` and an adjoint into per-position
-rows ``(B, P, n)``; :func:`topogrow.core.hamiltonian.hamiltonian_blocks` does the rest.
+rows ``(B, P, n)``; :func:`topogrow.core.hamiltonian.hamiltonian_blocks` does the rest. A kind
+may also give the patches at some positions only (``patches_at``), for a pass that samples them.
 A layer's parameters are ``rows``: ``(n, m)`` = ``[W reshaped to (n, m - 1) | b]``.
 """
 
@@ -71,6 +72,19 @@ class Conv2d:
     def adjoint_rows(self, adjoint: torch.Tensor) -> torch.Tensor:
         """``(B, H W, C)``: the adjoint at every pixel."""
         return adjoint.flatten(2).transpose(1, 2)  # (B, H W, C)
+
+    def patches_at(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``patches(state)`` at the positions ``index`` ``(B, K)`` (flat pixel indices) only:
+        ``(B, K, m)``, without unfolding the other pixels."""
+        k, pad = self.kernel_size, self.kernel_size // 2
+        b, c, _, width = state.shape
+        padded = F.pad(state, (pad, pad, pad, pad))
+        offsets = torch.arange(k, device=state.device)
+        rows = (index // width)[:, :, None, None] + offsets[:, None]  # (B, K, k, 1)
+        cols = (index % width)[:, :, None, None] + offsets[None, :]  # (B, K, 1, k)
+        samples = torch.arange(b, device=state.device)[:, None, None, None]
+        windows = padded[samples, :, rows, cols]  # (B, K, k, k, C): the indexed dimensions come first
+        return augment(windows.permute(0, 1, 4, 2, 3).reshape(b, index.shape[1], c * k * k))
 
 
 @dataclass(frozen=True)

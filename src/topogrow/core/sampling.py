@@ -22,7 +22,7 @@ where (:func:`settled`):
 or when it reaches ``max_samples`` (or the end of the data). The standard errors of each
 ``mu_l`` are returned with the result. For convolutions and tokens,
 ``positions`` positions per sample are drawn at random (an unbiased estimate of the sum over
-all positions, scaled by ``P / positions``).
+all positions, scaled by ``P / positions``), and only their patches are formed.
 """
 
 from __future__ import annotations
@@ -84,22 +84,22 @@ def shuffled_batches(
 
 
 def sample_positions(
-    patches: torch.Tensor, rows: torch.Tensor, positions: int | None, generator: torch.Generator | None
+    kind, state: torch.Tensor, adjoint: torch.Tensor, positions: int | None, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``positions`` of the ``P`` positions of every sample, drawn without replacement.
-
-    ``patches`` ``(B, P, m)`` and ``rows`` ``(B, P, n)`` become ``(B, k, m)`` and ``(B, k, n)``,
-    the rows scaled by ``P / k`` so that sums over positions stay unbiased. Unchanged when
-    ``positions`` is ``None`` or ``>= P``.
-    """
-    b, p, m = patches.shape
+    """The patches ``(B, k, m)`` and adjoint rows ``(B, k, n)`` of a layer kind at ``positions`` of
+    the ``P`` positions of every sample, drawn uniformly (with replacement), the rows scaled by
+    ``P / k`` so that sums over positions stay unbiased; all positions when ``positions`` is
+    ``None`` or ``>= P``. A kind with ``patches_at`` forms the drawn patches only."""
+    rows = kind.adjoint_rows(adjoint)
+    b, p, n = rows.shape
     if positions is None or positions >= p:
-        return patches, rows
-    keys = torch.rand(b, p, generator=generator).to(patches.device)
-    index = keys.argsort(dim=1)[:, :positions]
-    chosen = patches.gather(1, index[:, :, None].expand(-1, -1, m))
-    weights = rows.gather(1, index[:, :, None].expand(-1, -1, rows.shape[-1]))
-    return chosen, weights * (p / positions)
+        return kind.patches(state), rows
+    index = torch.randint(p, (b, positions), generator=generator).to(rows.device)
+    weights = rows.gather(1, index[:, :, None].expand(-1, -1, n)) * (p / positions)
+    if callable(getattr(kind, "patches_at", None)):
+        return kind.patches_at(state, index), weights
+    patches = kind.patches(state)
+    return patches.gather(1, index[:, :, None].expand(-1, -1, patches.shape[-1])), weights
 
 
 def per_sample_values(

@@ -399,8 +399,9 @@ class _Location:
             return None
         values = []
         for i in range(0, state.shape[0], step):
-            patches, rows = self.kind.patches(state[i : i + step]), self.kind.adjoint_rows(adjoint[i : i + step])
-            patches, rows = sample_positions(patches, rows, positions, generator)
+            patches, rows = sample_positions(
+                self.kind, state[i : i + step], adjoint[i : i + step], positions, generator
+            )
             if probe is not None:
                 values.append(per_sample_values(patches, rows, probe.channel, probe.direction, self.curvature))
             if self.cache is not None:
