@@ -250,7 +250,8 @@ def test_the_optimizer_comes_from_the_config_and_keeps_old_state_after_an_insert
 def _guide_examples() -> str:
     text = GUIDE.read_text()
     section = text[text.index("## Extending topogrow") :]
-    section = section[: section.index("\n## ", 1)]
+    end = section.find("\n## ", 1)
+    section = section if end < 0 else section[:end]
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 

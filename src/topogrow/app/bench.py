@@ -53,7 +53,7 @@ from topogrow.core.losses import resolve_loss
 from topogrow.core.topological_derivative import choose_solver, solver_costs
 from topogrow.growth import GrowthConfig
 from topogrow.growth.context import Proposal
-from topogrow.growth.data import DataSource, TensorBatches, first_samples
+from topogrow.growth.data import DataSource, TensorBatches, count_samples, first_samples, regroup
 from topogrow.growth.insertion import insert_proposal
 from topogrow.growth.line_search import PROBE_SAMPLES
 from topogrow.growth.training import evaluate_loss, train_epoch
@@ -382,6 +382,8 @@ def bench_line_search(cfg: BenchConfig) -> dict[str, Any]:
     proposal = Proposal(location, td.direction(location, None, growth.rel_threshold))
     proposal = replace(proposal, curvature=td.curvature(location, None, growth.rel_threshold))
     data = DataSource.from_data((x, y), "train", 256, shuffle=True, seed=1).subset(growth.line_search_samples)
+    grid_data = data  # the grid evaluates the training batches; the model search regroups them
+    data = regroup(data, growth.validation_batch_size)
     probe, _ = first_samples(data, PROBE_SAMPLES)
     times: dict[str, list[float]] = {"epoch": [], "model": [], "grid": []}
     searches = {}
@@ -392,16 +394,19 @@ def bench_line_search(cfg: BenchConfig) -> dict[str, Any]:
             trial = copy.deepcopy(model)
 
             def insert(trial=trial, search=search):
+                batches = data if search == "model" else grid_data
                 return insert_proposal(
                     trial,
                     proposal,
-                    lambda: evaluate_loss(trial, data, loss),
+                    lambda: evaluate_loss(trial, batches, loss),
                     growth.epsilons,
                     search=search,
                     probe_loss=lambda: evaluate_loss(trial, probe, loss),
                 )
 
-            _, seconds, (_, searches[search]) = timed(insert, 1, device)
+            _, seconds, (_, result) = timed(insert, 1, device)
+            probe_samples = count_samples(probe) if search == "model" else count_samples(data)
+            searches[search] = replace(result, samples=count_samples(data), probe_samples=probe_samples)
             times[search] += seconds
     epoch = statistics.median(times["epoch"])
     model_s, grid_s = statistics.median(times["model"]), statistics.median(times["grid"])
@@ -634,8 +639,8 @@ GROWTH_CASES = {
     ),
     "cnn": (
         "mnist5k",
-        ModelConfig(width=8, initial_depth=1, family="cnn"),
-        dict(max_depth=2, epochs_per_stage=2, final_epochs=2),
+        ModelConfig(width=8, initial_depth=1, family="cnn"),  # depth 2: one layer per stage
+        dict(max_depth=4, epochs_per_stage=2, final_epochs=2),
     ),
 }
 
@@ -644,7 +649,7 @@ def _growth_case(cfg: BenchConfig, name: str, seeds: int) -> dict[str, Any]:
     """td, random and scratch (td's final architecture, td's epochs) on ``seeds`` seeds: wall-time
     and FLOP ratios of the sums over seeds."""
     task, model, budget = GROWTH_CASES[name]
-    quick = dict(max_depth=2, epochs_per_stage=1, final_epochs=1) if cfg.quick else {}
+    quick = dict(max_depth=3, epochs_per_stage=1, final_epochs=1) if cfg.quick else {}
     growth = GrowthConfig(strategy="td", batch_size=256, seed=0, device=cfg.device, **{**budget, **quick})
     _log(f"growth: {name} ({task}), td, random and scratch, {seeds} seed(s)")
     n_train = 300 if cfg.quick else None

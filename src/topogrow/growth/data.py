@@ -97,6 +97,15 @@ def first_samples(batches: Iterable, n_samples: int) -> tuple[list[tuple[torch.T
     return taken, True
 
 
+def regroup(batches: list[tuple[torch.Tensor, torch.Tensor]], size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The same samples in the same order, in batches of ``size`` (the last one smaller): fewer,
+    larger forward passes for an evaluation that repeats on fixed batches."""
+    if not batches:
+        return batches
+    xs, ys = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    return [(xs[i : i + size], ys[i : i + size]) for i in range(0, xs.shape[0], size)]
+
+
 def count_samples(batches: Iterable) -> int:
     """Samples in evaluation batches: a list of ``(x, y)`` pairs, :class:`TensorBatches` or a
     DataLoader over a sized dataset; -1 when unknown."""

@@ -35,6 +35,7 @@ from topogrow.growth.data import (
     check_data_kind,
     count_samples,
     first_samples,
+    regroup,
 )
 from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
@@ -388,6 +389,8 @@ class Grower:
         if data is None:  # each process evaluates its share; the loss is averaged over all
             data = self.train_source.subset(math.ceil(cfg.line_search_samples / world_size()))
         reduce = self.distributed_run.reduce
+        if cfg.line_search == "model" and isinstance(data, list):  # evaluated many times: larger batches
+            data = regroup(data, cfg.validation_batch_size)
         probe, whole = data, True
         if cfg.line_search == "model" and proposal.line_search:  # the first samples of each process's share
             probe, whole = first_samples(data, math.ceil(PROBE_SAMPLES / world_size()))
