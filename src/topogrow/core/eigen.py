@@ -261,6 +261,7 @@ def iterative_block_eigenpairs(
     basis_size: int = 64,
     max_products: int = 2000,
     seed: int = 0,
+    start: torch.Tensor | None = None,
 ) -> LeadingEigenpairs:
     """Leading eigenpair of ``n_blocks`` symmetric ``size x size`` blocks, from products alone.
 
@@ -273,7 +274,9 @@ def iterative_block_eigenpairs(
     ``tol``), when its Krylov space becomes invariant, or after ``size`` steps (exact).
     Blocks not converged after ``basis_size`` steps restart from their Ritz vector.
 
-    Memory: the Lanczos basis, ``n_blocks x basis_size x size`` numbers.
+    Memory: the Lanczos basis, ``n_blocks x basis_size x size`` numbers. ``start``
+    ``(n_blocks, size)``: the starting vectors (e.g. the eigenvectors of nearby blocks), else random
+    ones drawn from ``seed``.
 
     Returns:
         :class:`LeadingEigenpairs` with ``products``, the number of ``matvec`` calls.
@@ -283,8 +286,10 @@ def iterative_block_eigenpairs(
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     check_int("basis_size", basis_size, minimum=2)
-    generator = torch.Generator().manual_seed(seed)
-    start = torch.randn(n_blocks, size, generator=generator, dtype=dtype).to(device)
+    if start is None:
+        start = torch.randn(n_blocks, size, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
+    else:
+        start = start.to(device=device, dtype=dtype).clone()
     values = torch.zeros(n_blocks, dtype=dtype, device=device)
     vectors = torch.zeros(n_blocks, size, dtype=dtype, device=device)
     residuals = torch.full((n_blocks,), math.inf, dtype=dtype, device=device)

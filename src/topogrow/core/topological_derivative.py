@@ -58,6 +58,7 @@ EIGH_COST = 20.0  # a batched eigh of m x m blocks costs about this times m^3 pe
 ITERATIVE_STEPS = 40  # Lanczos steps assumed (20 to 60 at tol 1e-6 on California and MNIST)
 FLOAT64_COST = 2.0  # a float64 product against the float32 block accumulation
 MERGED_ROWS = 1 << 14  # the iterative solver's products run over pieces of at least this many rows
+SAMPLED_TOL = 1e-3  # the iterative solver's tolerance in a sampled pass (its statistical error is ~10 %)
 STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Python (about 1 ms)
 
 
@@ -419,7 +420,10 @@ class _Location:
             values, channel, vector = top_block_eigenpair(self.sum / total)
             self.checked = (total, values, None)
             return values, channel, vector
-        pairs = self.eigenpairs(total, device, tol, None, seed, release=False)
+        # the statistical error of a sampled pass is far above SAMPLED_TOL; the last check's
+        # eigenvectors start the Lanczos iteration
+        start = self.checked[2].vectors if self.checked is not None else None
+        pairs = self.eigenpairs(total, device, max(tol, SAMPLED_TOL), None, seed, release=False, start=start)
         self.checked = (total, pairs.values, pairs)
         channel = int(pairs.values.argmax())
         return pairs.values, channel, pairs.vectors[channel]
@@ -429,16 +433,19 @@ class _Location:
         saw the same samples; the blocks' eigenvectors as a function computing them when asked for."""
         checked = self.checked if self.checked is not None and self.checked[0] == total else None
         if self.cache is not None:
-            pairs = checked[2] if checked is not None else self.eigenpairs(total, device, tol, None, seed)
+            start = self.checked[2].vectors if self.checked is not None else None
+            pairs = checked[2] if checked is not None else self.eigenpairs(total, device, tol, None, seed, start=start)
             self.cache = None
             return pairs.values, pairs.vectors, pairs.products
         self.mean_blocks = mean = self.sum / total
         values = checked[1] if checked is not None else leading_block_eigenvalues(mean)
         return values, lambda: leading_block_eigenpairs(mean).vectors, 0
 
-    def eigenpairs(self, total: int, device, tol: float, reduce, seed: int, release: bool = True) -> LeadingEigenpairs:
+    def eigenpairs(
+        self, total: int, device, tol: float, reduce, seed: int, release: bool = True, start=None
+    ) -> LeadingEigenpairs:
         """Leading eigenpairs of the mean blocks over ``total`` samples; ``release`` frees the
-        iterative solver's samples afterwards."""
+        iterative solver's samples afterwards, ``start`` starts its iteration."""
         if self.cache is None:
             self.mean_blocks = (self.sum if reduce is None else reduce(self.sum)) / total
             return leading_block_eigenpairs(self.mean_blocks)
@@ -446,7 +453,7 @@ class _Location:
         matvec = weighted_gram_matvec(cache.chunks if cache.unfold else cache.merged(), self.curvature / total)
         if reduce is not None:
             matvec = _reduced(matvec, reduce)
-        pairs = iterative_block_eigenpairs(matvec, self.n, self.m, device=device, tol=tol, seed=seed)
+        pairs = iterative_block_eigenpairs(matvec, self.n, self.m, device=device, tol=tol, seed=seed, start=start)
         if release:
             self.cache = None
         return pairs
