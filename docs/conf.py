@@ -5,9 +5,9 @@ Why Sphinx with sphinx-gallery: the PyTorch-ecosystem libraries readers compare 
 reference and the executed tutorials look like what they already know. furo is a plain,
 readable theme; MyST lets the pages be Markdown with ``$...$`` math.
 
-Offline: nothing here fetches anything while building. MathJax renders the formulas in the
-reader's browser, loaded by a script tag from its CDN (``mathjax_path`` left at Sphinx's
-default): the build does not need the network, a reader without it sees the TeX source.
+Offline: nothing here fetches anything while building, and the site needs no network to read:
+MathJax, which renders the formulas in the reader's browser, is copied into ``_static/mathjax``
+by sphinx-mathjax-offline (a PyPI package that bundles it; its import name has hyphens).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",  # the docstrings' Google style (Args:, Returns:, Attributes:)
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from _static, not from a CDN
     "sphinx.ext.viewcode",
     "myst_parser",
     "sphinx_gallery.gen_gallery",

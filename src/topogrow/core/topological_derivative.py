@@ -58,7 +58,7 @@ EIGH_COST = 20.0  # a batched eigh of m x m blocks costs about this times m^3 pe
 ITERATIVE_STEPS = 40  # Lanczos steps assumed (20 to 60 at tol 1e-6 on California and MNIST)
 FLOAT64_COST = 2.0  # a float64 product against the float32 block accumulation
 MERGED_ROWS = 1 << 14  # the iterative solver's products run over pieces of at least this many rows
-SAMPLED_TOL = 1e-3  # the iterative solver's tolerance in a sampled pass (its statistical error is ~10 %)
+SAMPLED_TOL = 1e-3  # the iterative solver's relative residual in a sampled pass (its statistical error is ~10 %)
 STEP_OVERHEAD = 2e7  # per Lanczos step: reorthogonalisation, Ritz values, Python (about 1 ms)
 
 
