@@ -307,15 +307,17 @@ def _td_block_flops(model, x, y, loss) -> float:
 
 
 def _agreement(full, sub) -> dict[str, Any]:
-    """How a TD on a subsample compares with the TD on all samples."""
+    """How a TD on a subsample compares with the TD on all samples, at the full pass's best location:
+    the same location, the same top block, the eigenvalue errors, and ``|cos|`` between the two
+    passes' eigenvectors of the block the subsample ranks first (its new layer's leading row)."""
     l = full.best_location
+    block = int(sub.block_eigenvalues[l].argmax())
     cosine = torch.nn.functional.cosine_similarity(
-        full.block_eigenvectors[l][full.block_eigenvalues[l].argmax()],
-        sub.block_eigenvectors[l][sub.block_eigenvalues[l].argmax()],
-        dim=0,
+        full.block_eigenvectors[l][block], sub.block_eigenvectors[l][block], dim=0
     )
     return {
         "same_best_location": sub.best_location == l,
+        "same_top_block": block == int(full.block_eigenvalues[l].argmax()),
         "eigenvalue_rel_error": float(((sub.eigenvalues - full.eigenvalues).abs() / full.eigenvalues.abs()).max()),
         "direction_cosine": abs(float(cosine)),
     }
