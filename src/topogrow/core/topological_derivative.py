@@ -209,7 +209,8 @@ def topological_derivative(
         model: a growable model (see :class:`StatefulModel`), e.g. ``ResidualMLP``.
         data: a DataLoader of ``(x, y)`` batches, or an ``(X, y)`` pair of tensors.
         loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
-        batch_size: mini-batch size when ``data`` is a pair.
+        batch_size: mini-batch size when ``data`` is a pair (a sampled pass streams
+            ``sampling.batch_size`` instead).
         keep_blocks: also return the blocks (memory ``n m^2`` per location; implies
             the blocks solver).
         solver: ``"auto"`` (the cheaper by :func:`solver_costs`, per location),
