@@ -27,6 +27,7 @@ def short_growth_config(**changes) -> GrowthConfig:
         line_search_samples=64,
         early_stopping=False,  # the mechanics of growth; early stopping and rollback have their own tests
         rollback=False,
+        lr_schedule="constant",
     )
     base.update(changes)
     return GrowthConfig(**base)

@@ -34,7 +34,8 @@ config = helpers.short_growth_config
 def without_wall_time(history: dict) -> dict:
     history = dict(history)
     history.pop("wall_time")
-    history["stages"] = [{k: v for k, v in s.items() if k != "wall_time"} for s in history["stages"]]
+    for part in ("stages", "epochs"):
+        history[part] = [{k: v for k, v in s.items() if k != "wall_time"} for s in history[part]]
     return history
 
 
@@ -53,8 +54,11 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         (dict(strategy="random", schedule="plateau", patience=1, epochs_per_stage=3), False),
         (dict(strategy="td", block="gelu-mlp"), False),
         (dict(strategy="td-how"), True),  # a DataLoader: shuffled by the global torch RNG
+        (dict(strategy="small-where", lr_schedule="plateau", lr_patience=1, epochs_per_stage=3), False),
+        (dict(strategy="random", lr_schedule="cosine", warmup_epochs=2, rollback=True, min_delta=0.9), False),
+        (dict(strategy="small", budget="12 epochs", lr_schedule="cosine"), False),
     ],
-    ids=["td", "random-plateau", "gelu-mlp-block", "dataloader"],
+    ids=["td", "random-plateau", "gelu-mlp-block", "dataloader", "lr-plateau", "cosine-rollback", "budget"],
 )
 def test_resuming_from_any_checkpoint_ends_exactly_like_the_uninterrupted_run(changes, loader, tmp_path):
     train, val = regression_data(160, seed=1), regression_data(60, seed=2)

@@ -239,9 +239,11 @@ def test_the_optimizer_comes_from_the_config_and_keeps_old_state_after_an_insert
 
     grower = Grower(small_model(), "mse", config(optimizer=momentum, max_depth=3))
     grower.fit(data())
-    assert built == [2 + 2 + 2, 2 + 2 + 2 + 2, 2 + 2 + 2 + 4]  # stem, 1 layer, head; then +1 layer twice
+    assert built == [2 + 2 + 2]  # stem, 1 layer, head; each new layer joins the live optimiser as a group
+    assert [len(group["params"]) for group in grower.optimizer.param_groups] == [6, 2, 2]
+    assert all(group["momentum"] == 0.9 for group in grower.optimizer.param_groups)
     state = grower.optimizer.state
-    assert all("momentum_buffer" in state[p] for p in grower.model.head.parameters())
+    assert all("momentum_buffer" in state[p] for p in grower.model.parameters())
     assert GrowthConfig(optimizer=momentum).to_dict()["optimizer"].startswith("<callable ")
     with pytest.raises(ValueError, match="unknown optimizer 'adma'.*did you mean 'adam'"):
         GrowthConfig(optimizer="adma")

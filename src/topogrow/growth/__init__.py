@@ -1,4 +1,4 @@
-"""Growth policy: when (schedules), where and how (strategies), epsilon (line search), the loop
+"""Growth policy: when (schedules), the learning rate (lr_schedules), where and how (strategies), epsilon (line search), the loop
 and what hangs on it (callbacks, checkpoints, several processes), transfer learning (adapt)."""
 
 from topogrow.growth.callbacks import (
@@ -18,10 +18,14 @@ from topogrow.growth.context import Proposal, StageContext
 from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.line_search import LineSearchResult, line_search
+from topogrow.growth.live_optimizer import add_parameters, remove_parameters
+from topogrow.growth.lr_schedules import CosineDecay
 from topogrow.growth.registries import (
+    LR_SCHEDULES,
     OPTIMIZERS,
     SCHEDULES,
     STRATEGIES,
+    register_lr_schedule,
     register_optimizer,
     register_schedule,
     register_strategy,
@@ -30,11 +34,13 @@ from topogrow.growth.schedules import Schedule
 from topogrow.growth.strategies import Strategy, make_strategy
 
 __all__ = [
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "SCHEDULES",
     "STRATEGIES",
     "Callback",
     "CheckpointError",
+    "CosineDecay",
     "EpochRecord",
     "FixedArchitecture",
     "Freeze",
@@ -53,13 +59,16 @@ __all__ = [
     "StageRecord",
     "StopRules",
     "Strategy",
+    "add_parameters",
     "find_checkpoint",
     "line_search",
     "load",
     "make_strategy",
     "read_checkpoint",
+    "register_lr_schedule",
     "register_optimizer",
     "register_schedule",
     "register_strategy",
+    "remove_parameters",
     "save",
 ]

@@ -16,8 +16,9 @@ A checkpoint directory (``Grower.fit(checkpoint_dir=...)``, ``topogrow run``'s
         optimizer.safetensors    Adam's state per parameter: "<parameter>::exp_avg", "::exp_avg_sq", "::step"
         rng.safetensors          torch's CPU (and CUDA) RNG, the grower's and the data shuffler's generators
         trainer.json             config, loss, progress within the run (phase, stage, epochs of the stage,
-                                 best validation loss, stale stages), optimiser hyper-parameters,
-                                 numpy/python RNG states, the history, caller's metadata
+                                 best validation loss, stale stages), optimiser parameter groups and
+                                 hyper-parameters, the learning-rate scheduler's state, callbacks'
+                                 states, numpy/python RNG states, the history, caller's metadata
       ckpt-000008/
       (the newest ``keep`` checkpoints are kept; leftovers of interrupted writes are removed)
 
@@ -389,6 +390,7 @@ class Checkpoint:
     numpy_state: dict[str, Any] | None = None
     python_state: list[Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] | None = None  # the learning-rate scheduler's state_dict() (None: constant rate)
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> Checkpoint:
@@ -422,6 +424,8 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         state.setdefault(name, {})[item] = tensor
     for name, values in _field(optimizer_json, "scalars", dict, trainer_path).items():
         state.setdefault(name, {}).update(values)
+    callback_path = folder / "callbacks.safetensors"
+    callback_tensors = _parse_tensors(callback_path, files["callbacks.safetensors"])
     rng_path = folder / "rng.safetensors"
     generators = _parse_tensors(rng_path, files["rng.safetensors"])
     for name, tensor in generators.items():
@@ -434,11 +438,8 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         loss=loss if isinstance(loss, str) else None,
         progress=progress,
         history=history,
-        callbacks=decode_state(
-            _field(trainer, "callbacks", dict, trainer_path),
-            _parse_tensors(folder / "callbacks.safetensors", files["callbacks.safetensors"]),
-            folder / "callbacks.safetensors",
-        ),
+        callbacks=decode_state(_field(trainer, "callbacks", dict, trainer_path), callback_tensors, callback_path),
+        scheduler=decode_state(trainer.get("scheduler"), callback_tensors, callback_path),
         optimizer={"groups": _field(optimizer_json, "groups", list, trainer_path), "state": state},
         generators=generators,
         numpy_state=trainer.get("numpy_rng"),

@@ -25,6 +25,9 @@ from topogrow.growth.callbacks import Callback
 
 __all__ = ["ComputeCounter", "forward_flops"]
 
+#: Forward passes over the line-search set a decision is budgeted for (the model search makes a few).
+LINE_SEARCH_PASSES = 4
+
 
 def _probe(grower) -> torch.Tensor | None:
     """One training sample, on the model's device and dtype, taken without iterating a loader (which
@@ -74,10 +77,16 @@ class ComputeCounter(Callback):
     def _samples(source) -> int:
         return max(int(source.n_samples), 0) if source is not None else 0
 
+    def epoch_flops(self, grower) -> float:
+        """What one epoch of the model as it is costs: training and validation."""
+        forward = self._per_sample(grower)
+        return forward * (3 * self._samples(grower.train_source) + self._samples(grower.val_source))
+
     def on_epoch_end(self, grower, record):
         forward = self._per_sample(grower)
         self._add(grower, "training", 3 * forward * self._samples(grower.train_source))
         self._add(grower, "validation", forward * self._samples(grower.val_source))
+        record.flops = grower.history.flops["total"]
 
     def on_stage_end(self, grower, context):
         # the topological derivative, if the strategy asks for it, is computed after this hook,
@@ -95,10 +104,17 @@ class ComputeCounter(Callback):
         samples = record.td_samples if record is not None and record.td_samples else self._samples(grower.train_source)
         sampled = record is not None and record.td_error is not None  # a sampled pass: positions drawn too
         drawn = grower.config.sampling.positions if sampled and grower.config.sampling else None
-        blocks = sum(
-            2.0 * samples * (min(p, drawn) if drawn else p) * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes
-        )
-        self._add(grower, "topological_derivative", 3 * forward * samples + blocks)
+        self._add(grower, "topological_derivative", _pass_flops(forward, shapes, samples, drawn))
+
+    def decision_flops(self, grower) -> float:
+        """A bound on what deciding an insertion into the model as it is costs: a pass over every
+        training sample and position, and a line search of ``LINE_SEARCH_PASSES`` forward passes
+        over its set."""
+        forward, probe = self._per_sample(grower), _probe(grower)
+        shapes = [] if probe is None else _block_shapes(grower.model, probe)
+        samples = self._samples(grower.train_source)
+        search = LINE_SEARCH_PASSES * forward * min(samples, grower.config.line_search_samples)
+        return _pass_flops(forward, shapes, samples, None) + search
 
     def on_insert(self, grower, insertion):
         # the evaluations the search made: the loss before and each trial, on the set or the probe subset
@@ -106,6 +122,12 @@ class ComputeCounter(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+
+def _pass_flops(forward: float, shapes: list[tuple[int, int, int]], samples: int, drawn: int | None) -> float:
+    """A topological-derivative pass over ``samples`` samples (``drawn`` positions of each, or all)."""
+    blocks = sum(2.0 * samples * (min(p, drawn) if drawn else p) * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes)
+    return 3 * forward * samples + blocks
 
 
 def _block_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, int, int]]:

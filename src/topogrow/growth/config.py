@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
 from topogrow.core.sampling import Sampling
 from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES
-from topogrow.growth.registries import OPTIMIZERS, SCHEDULES, STRATEGIES
+from topogrow.growth.registries import LR_SCHEDULES, OPTIMIZERS, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
 
 #: The floor and the cap of a ``td_samples="auto"`` pass. Past the cap a tie between locations is
@@ -25,6 +26,26 @@ from topogrow.nn.blocks import BLOCKS
 #: cost, 21 of 24 (24 of 24) and 16 of 18, keeping 99 % (100 %) and 99.7 % (86 %, 100 %, 97 %). The full pass's own
 #: standard error of the best mu is 13-26 % on California.
 AUTO_SAMPLES = (1024, 2048)
+
+
+def parse_budget(budget: float | str | None) -> float | str | None:
+    """A budget as FLOPs (a positive float) or ``"<N> epochs"`` (normalised); one-line errors."""
+    if isinstance(budget, str):
+        text = budget.strip().lower()
+        unit = "epochs" if text.endswith(("epoch", "epochs")) else "flops"
+        number = text.removesuffix("s").removesuffix("epoch").strip() if unit == "epochs" else text
+        try:
+            value = float(number)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"budget {budget!r}: expected a number of FLOPs (e.g. 1e12) or '<N> epochs' with N > 0")
+        return f"{value:g} epochs" if unit == "epochs" else value
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of FLOPs or '<N> epochs', got {budget!r}")
+    return float(budget)
 
 
 @dataclass(frozen=True)
@@ -40,17 +61,22 @@ class GrowthConfig:
             ``"fixed"`` (``epochs_per_stage`` epochs per stage) or ``"plateau"`` (until the
             validation loss stops improving by ``min_delta`` for ``patience`` epochs, at most
             ``epochs_per_stage``).
-        epochs_per_stage: epochs between insertions (the cap, with the plateau schedule).
+        epochs_per_stage: epochs between insertions (the cap, with the plateau schedule); short
+            stages pay: the final phase trains the grown network to convergence.
         patience: plateau patience in epochs.
         min_delta: relative improvement of the validation loss that counts (plateau schedule
             and ``growth_patience``).
-        final_epochs: epochs of training after growth stops.
+        final_epochs: the most epochs of training after growth stops (a cap: the final phase
+            ends when the network has converged, see ``early_stopping_patience``).
         early_stopping: train to the best epoch, not the last: in every stage and in the final
             phase keep the parameters of the epoch with the lowest validation loss, restore them
             at its end, and end it after ``early_stopping_patience`` epochs without a relative
             improvement of ``min_delta``.
-        early_stopping_patience: epochs without improvement that end a stage or the final phase
-            (``None``: never end early, only restore the best epoch).
+        early_stopping_patience: epochs without improvement that end a stage or the final phase;
+            ``"auto"`` (default) allows ``(lr_reductions + 1) * (lr_patience + 1)`` of them, as
+            many as the plateau schedule needs to halve the learning rate ``lr_reductions`` times
+            with nothing gained, whatever the schedule; ``None``: never end early, only restore
+            the best epoch.
         rollback: keep an insertion only if the stage after it improves the validation loss on the
             network before it by ``min_delta``; else put that network back (weights and optimiser).
         on_reject: after a rolled-back insertion, ``"stop"`` growing or ``"retry"`` once with the
@@ -63,6 +89,24 @@ class GrowthConfig:
             eigenvalue >= ``rel_threshold`` times the largest.
         rel_threshold: relative eigenvalue threshold for choosing neurons (0: every positive block).
         lr: learning rate of the optimiser.
+        lr_schedule: how the learning rate moves, a name in
+            :data:`~topogrow.growth.lr_schedules.LR_SCHEDULES` (``"plateau"``: times ``lr_factor``
+            after ``lr_patience`` epochs without improvement; ``"cosine"``: one cosine decay over
+            the planned run, the budget or the epoch caps, after ``warmup_epochs`` of linear
+            warm-up; ``"constant"``), or a callable ``optimizer -> LRScheduler`` (stepped once per
+            epoch; ``ReduceLROnPlateau`` with the validation loss). Insertions and rollbacks keep
+            every group's current rate and the scheduler's state: new layers join at the current rate.
+        lr_patience: epochs without a relative improvement of ``min_delta`` before the plateau
+            schedule lowers the learning rate.
+        lr_factor: what the plateau schedule multiplies the learning rate by.
+        lr_reductions: learning-rate reductions with nothing gained after which a phase has
+            converged (through ``early_stopping_patience="auto"``).
+        warmup_epochs: epochs of linear warm-up of the cosine schedule.
+        budget: the compute the run may spend, in FLOPs (as counted in ``history.flops``), or a
+            string ``"<N> epochs"`` (N epochs of the initial network on the training and validation
+            data); growth stops early enough to leave half of it to train the final network, the
+            final phase ends before an epoch would exceed it, and a cosine schedule decays over
+            it. ``None``: no budget.
         weight_decay: weight decay of the optimiser.
         optimizer: the optimiser, a name in :data:`~topogrow.growth.training.OPTIMIZERS`
             (``"adam"``, ``"adamw"``, ``"sgd"``) built with ``lr`` and ``weight_decay``, or a
@@ -98,12 +142,12 @@ class GrowthConfig:
     strategy: str = "small-where"
     max_depth: int = 8
     schedule: str = "fixed"
-    epochs_per_stage: int = 10
+    epochs_per_stage: int = 5
     patience: int = 3
     min_delta: float = 1e-3
-    final_epochs: int = 10
+    final_epochs: int = 500
     early_stopping: bool = True
-    early_stopping_patience: int | None = 5
+    early_stopping_patience: int | str | None = "auto"
     rollback: bool = True
     on_reject: str = "stop"
     tolerance: float | None = 0.0
@@ -111,6 +155,12 @@ class GrowthConfig:
     neurons: int | None = None
     rel_threshold: float = 0.1
     lr: float = 1e-3
+    lr_schedule: str | Callable[..., Any] = "plateau"
+    lr_patience: int = 5
+    lr_factor: float = 0.5
+    lr_reductions: int = 3
+    warmup_epochs: int = 0
+    budget: float | str | None = None
     weight_decay: float = 0.0
     optimizer: str | Callable[..., torch.optim.Optimizer] = "adam"
     batch_size: int = 128
@@ -141,14 +191,27 @@ class GrowthConfig:
             "td_batch_size",
             "line_search_samples",
             "growth_patience",
+            "lr_patience",
         ):
             check_int(name, getattr(self, name), minimum=1)
         check_int("final_epochs", self.final_epochs, minimum=0)
+        check_int("lr_reductions", self.lr_reductions, minimum=0)
+        check_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        if not callable(self.lr_schedule):
+            LR_SCHEDULES.check(self.lr_schedule)
+        check_real("lr_factor", self.lr_factor, positive=True)
+        if not self.lr_factor < 1:
+            raise ValueError(f"lr_factor multiplies the learning rate on a plateau and must be < 1, got {self.lr_factor!r}")
+        patience = self.early_stopping_patience
+        if isinstance(patience, str) and patience.isdigit():  # from the command line
+            object.__setattr__(self, "early_stopping_patience", patience := int(patience))
+        if patience != "auto":
+            check_optional_int("early_stopping_patience", patience, minimum=1)
+        object.__setattr__(self, "budget", parse_budget(self.budget))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
             raise ValueError(f"seed must be an integer in 0..2**62 - 1, got {self.seed!r}")
         check_optional_int("neurons", self.neurons, minimum=1)
         check_optional_int("eval_batch_size", self.eval_batch_size, minimum=1)
-        check_optional_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
         check_bool("early_stopping", self.early_stopping)
         check_bool("rollback", self.rollback)
         if self.on_reject not in ("stop", "retry"):
@@ -198,6 +261,13 @@ class GrowthConfig:
         return Sampling(rel_error=self.td_rel_error, min_samples=min(AUTO_SAMPLES[0], cap), max_samples=cap)
 
     @property
+    def stop_patience(self) -> int | None:
+        """Epochs without improvement that end a phase (``early_stopping_patience``, resolved)."""
+        if self.early_stopping_patience == "auto":
+            return (self.lr_reductions + 1) * (self.lr_patience + 1)
+        return self.early_stopping_patience
+
+    @property
     def validation_batch_size(self) -> int:
         """The mini-batch size of validation losses (``eval_batch_size`` or ``max(batch_size, 1024)``)."""
         return self.eval_batch_size if self.eval_batch_size is not None else max(self.batch_size, 1024)
@@ -212,8 +282,10 @@ class GrowthConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict (a callable optimiser by its qualified name)."""
         values = dataclasses.asdict(self)
-        if callable(self.optimizer):
-            values["optimizer"] = f"<callable {getattr(self.optimizer, '__qualname__', type(self.optimizer).__name__)}>"
+        for name in ("optimizer", "lr_schedule"):
+            value = getattr(self, name)
+            if callable(value):
+                values[name] = f"<callable {getattr(value, '__qualname__', type(value).__name__)}>"
         return values
 
     @classmethod
@@ -230,9 +302,9 @@ class GrowthConfig:
     @classmethod
     def from_saved(cls, values: dict[str, Any]) -> GrowthConfig:
         """:meth:`from_dict` for a config a run saved (checkpoint, ``compare.json``): one saved before
-        ``line_search`` and ``td_samples`` existed ran the grid and read every sample, and so it
-        resumes or reads."""
-        old = {"line_search": "grid", "td_samples": "all"}
+        ``line_search``, ``td_samples`` and ``lr_schedule`` existed ran the grid, read every sample
+        and kept the learning rate constant, and so it resumes or reads."""
+        old = {"line_search": "grid", "td_samples": "all", "lr_schedule": "constant"}
         return cls.from_dict({**old, **values} if isinstance(values, dict) else values)
 
     @classmethod

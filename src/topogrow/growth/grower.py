@@ -23,7 +23,8 @@ import torch
 from topogrow._validation import check_int, one_line
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
-from topogrow.growth.checkpoint import Checkpoint, load_optimizer_state, read_checkpoint, restore_rng
+from topogrow.growth.budget import Budget
+from topogrow.growth.checkpoint import Checkpoint, CheckpointError, load_optimizer_state, read_checkpoint, restore_rng
 from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.compute import ComputeCounter
 from topogrow.growth.config import GrowthConfig
@@ -41,9 +42,11 @@ from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_proposal
 from topogrow.growth.line_search import PROBE_SAMPLES
+from topogrow.growth.live_optimizer import add_parameters, remove_parameters
+from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
 from topogrow.growth.schedules import Schedule, make_schedule
 from topogrow.growth.strategies import make_strategy
-from topogrow.growth.training import evaluate_loss, optimizer_factory, rebuild_optimizer, resolve_device, train_epoch
+from topogrow.growth.training import evaluate_loss, optimizer_factory, resolve_device, train_epoch
 
 
 @dataclass
@@ -77,8 +80,11 @@ class Grower:
     Each stage trains until the schedule says so; then the callbacks see the stage
     (:meth:`Callback.on_stage_end`: the stop rules may end growth), the strategy proposes
     where and how to insert a layer, the line search picks epsilon on the training loss, the
-    layer goes in, and the optimiser is rebuilt (old parameters keep their state). After
-    growth stops, the final network trains ``final_epochs`` more epochs.
+    layer goes in, and its parameters join the live optimiser and learning-rate scheduler at
+    the current rate (:mod:`~topogrow.growth.live_optimizer`: old parameters keep their state,
+    no schedule restarts). After growth stops, the final network trains until it has converged
+    (``config.stop_patience`` epochs without improvement; at most ``final_epochs``), and the
+    best epoch is restored.
 
     Stop rules (:class:`~topogrow.growth.callbacks.StopRules`): ``max_depth`` reached;
     validation not improving for ``growth_patience`` stages; and, for strategies that use the
@@ -142,10 +148,13 @@ class Grower:
                 raise TypeError(f"callbacks must be topogrow.growth.Callback objects, got {type(callback).__name__}")
         self.model = model.to(self.device)
         self.schedule = schedule if schedule is not None else make_schedule(cfg)
+        counter = ComputeCounter()
+        self.budget = Budget(cfg.budget, counter) if cfg.budget is not None else None
         self.callbacks: list[Callback] = [
             *_config_callbacks(cfg),
             StopRules(),
-            ComputeCounter(),
+            counter,
+            *([self.budget] if self.budget is not None else []),
             *self.strategy.callbacks(),
             *callbacks,
         ]
@@ -154,6 +163,8 @@ class Grower:
         self.history = GrowthHistory(strategy=cfg.strategy)
         self.progress = Progress()
         self.optimizer: torch.optim.Optimizer | None = None
+        #: The learning-rate scheduler over ``optimizer`` (``None`` for a constant rate), from ``fit``.
+        self.scheduler: Any = None
         #: JSON-able facts about the run that checkpoints keep (e.g. the task), set by the caller.
         self.metadata: dict[str, Any] = {}
         #: Generators whose states a checkpoint keeps (besides the global RNGs), set by ``fit``.
@@ -267,11 +278,15 @@ class Grower:
         self.start_time = time.perf_counter() - self.progress.elapsed
         try:
             self._call("on_fit_start")
-            self.optimizer = rebuild_optimizer(None, self.model.parameters(), self.make_optimizer)
+            self.optimizer = self._build_optimizer(None if resume is None else resume.optimizer["groups"])
+            horizon = self.budget.horizon(self) if self.budget is not None else planned_epochs(self.config, self.model.depth)
+            self.scheduler = make_lr_scheduler(self.optimizer, self.config, horizon)
             if resume is None:
                 self._call("on_stage_start")
             else:
                 load_optimizer_state(self.optimizer, self.model, resume.optimizer, resume.path / "trainer.json")
+                if self.scheduler is not None and resume.scheduler is not None:
+                    self.scheduler.load_state_dict(resume.scheduler)
                 restore_rng(resume, self.generators)
             self._loop()
             self._call("on_fit_end")
@@ -290,23 +305,40 @@ class Grower:
         self.progress.stage_over = True
 
     def snapshot(self) -> dict[str, Any]:
-        """The model's weights, the optimiser's state and which parameters train, as copies
-        (:meth:`restore` puts them back on a model of the same architecture)."""
+        """The model's weights, the optimiser's state of each parameter (by name) and which
+        parameters train, as copies (:meth:`restore` puts them back on a model of the same
+        architecture)."""
+        names = {id(p): name for name, p in self.model.named_parameters()}
         return {
             "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "optimizer": {
+                names[id(p)]: copy.deepcopy(state) for p, state in self.optimizer.state.items() if id(p) in names
+            },
             "trainable": [name for name, p in self.model.named_parameters() if p.requires_grad],
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Put a :meth:`snapshot` back: weights, which parameters train, and the optimiser (rebuilt
-        over the model's parameters with the saved state)."""
+        """Put a :meth:`snapshot` back: weights, which parameters train, and each parameter's
+        optimiser state. The optimiser and the scheduler stay live: parameters the model no longer
+        has leave them (a removed layer's group goes), and every group keeps its current rate."""
         self.model.load_state_dict(snapshot["weights"])
         trainable = set(snapshot["trainable"])
-        for name, parameter in self.model.named_parameters():
+        parameters = dict(self.model.named_parameters())
+        for name, parameter in parameters.items():
             parameter.requires_grad_(name in trainable)
-        self.optimizer = rebuild_optimizer(None, self.model.parameters(), self.make_optimizer)
-        self.optimizer.load_state_dict(snapshot["optimizer"])
+        alive = {id(p) for p in parameters.values()}
+        held = [p for group in self.optimizer.param_groups for p in group["params"]]
+        remove_parameters(self.optimizer, [p for p in held if id(p) not in alive], self.scheduler)
+        held_ids = {id(p) for p in held}
+        missing = [p for p in parameters.values() if id(p) not in held_ids]
+        if missing:
+            add_parameters(self.optimizer, missing, self.scheduler)
+        for name, parameter in parameters.items():
+            state = snapshot["optimizer"].get(name)
+            if state is None:
+                self.optimizer.state.pop(parameter, None)
+            else:
+                self.optimizer.state[parameter] = copy.deepcopy(state)
         self.distributed_run.parameters_changed()
 
     def stop_growth(self, reason: str) -> None:
@@ -409,7 +441,8 @@ class Grower:
             probe_loss=None if whole else lambda: evaluate_loss(self.model, probe, self.loss, reduce),
         )
         search = replace(search, samples=sizes[0], probe_samples=sizes[0] if whole else sizes[1])
-        self.optimizer = rebuild_optimizer(self.optimizer, self.model.parameters(), self.make_optimizer)
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        add_parameters(self.optimizer, [p for p in self.model.parameters() if id(p) not in held], self.scheduler)
         self.distributed_run.parameters_changed()
         self.progress.faults = 0
         record.location = proposal.location
@@ -429,6 +462,7 @@ class Grower:
         if callable(getattr(sampler, "set_epoch", None)):  # DistributedSampler: a new shuffle each epoch
             sampler.set_epoch(epoch)
         reduce = self.distributed_run.reduce
+        lr = float(self.optimizer.param_groups[0]["lr"])
         try:
             trained = self.distributed_run.module(self.model, self.device)
             train_loss = train_epoch(trained, self.train_source.loader, self.loss, self.optimizer, reduce)
@@ -439,9 +473,11 @@ class Grower:
             problem = f"the {'validation' if math.isfinite(train_loss) else 'training'} loss became "
             problem += f"{val_loss if math.isfinite(train_loss) else train_loss}: lower the learning rate"
             raise FloatingPointError(self._diverged(epoch, problem))
-        record = EpochRecord(epoch, state.stage, self.model.depth, train_loss, val_loss)
+        wall_time = time.perf_counter() - self.start_time
+        record = EpochRecord(epoch, state.stage, self.model.depth, train_loss, val_loss, wall_time=wall_time, lr=lr)
         self.history.epochs.append(record)
         self._call("on_epoch_end", record)
+        step_lr_scheduler(self.scheduler, val_loss)
         return record
 
     # --------------------------------------------------------------- internals
@@ -462,6 +498,22 @@ class Grower:
             check_compatible(self.model, self.val_source, "val", self.loss_name)
         self.distributed_run = DistributedRun()
         self.distributed_run.check(cfg.block, self.train_source.loader)
+
+    def _build_optimizer(self, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+        """The optimiser over the model's parameters, in one group, or in the saved ``groups`` of a
+        checkpoint (each ``{"params": [names]}``; their hyper-parameters are loaded afterwards)."""
+        if groups is None:
+            parameters: list[Any] = list(self.model.parameters())
+        else:
+            named = dict(self.model.named_parameters())
+            try:
+                parameters = [{"params": [named[name] for name in group["params"]]} for group in groups]
+            except (KeyError, TypeError):
+                raise CheckpointError(f"{self._resume.path}: the optimiser's parameters do not match the model's") from None
+        optimizer = self.make_optimizer(parameters)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        return optimizer
 
     def _generators_to_keep(self) -> dict[str, torch.Generator]:
         """The generators a checkpoint keeps: the grower's and the training shuffler's."""
@@ -537,7 +589,7 @@ def _config_callbacks(config: GrowthConfig) -> list[Callback]:
     stage before anything else looks at it), then rollback (judges the last insertion on it)."""
     callbacks: list[Callback] = []
     if config.early_stopping:
-        callbacks.append(EarlyStopping(config.early_stopping_patience, config.min_delta))
+        callbacks.append(EarlyStopping(config.stop_patience, config.min_delta))
     if config.rollback:
         callbacks.append(Rollback(config.min_delta, config.on_reject))
     return callbacks

@@ -9,13 +9,18 @@ from typing import Any
 
 @dataclass
 class EpochRecord:
-    """Losses after one epoch of training."""
+    """Losses after one epoch of training, and the anytime curve: the run's cumulative ``flops``
+    (as :class:`~topogrow.growth.compute.ComputeCounter` counts them) and ``wall_time`` (seconds)
+    at the epoch's end, and the learning rate ``lr`` of the first parameter group it trained with."""
 
     epoch: int
     stage: int
     depth: int
     train_loss: float
     val_loss: float
+    flops: float | None = None
+    wall_time: float | None = None
+    lr: float | None = None
 
 
 @dataclass
@@ -71,7 +76,8 @@ def _records(cls: type, rows: Any, where: str) -> list:
 
 @dataclass
 class GrowthHistory:
-    """Per-epoch curve, per-stage records, and why growth stopped."""
+    """Per-epoch curve, per-stage records, why growth stopped, the FLOPs by part, and the
+    budget's plan and spend (``budget``: empty without a budget)."""
 
     strategy: str
     epochs: list[EpochRecord] = field(default_factory=list)
@@ -79,6 +85,7 @@ class GrowthHistory:
     stop_reason: str = ""
     wall_time: float = 0.0
     flops: dict[str, float] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
 
     @property
     def insertions(self) -> list[StageRecord]:
@@ -114,6 +121,7 @@ class GrowthHistory:
             stop_reason=str(values.get("stop_reason", "")),
             wall_time=float(values.get("wall_time", 0.0)),
             flops={str(k): float(v) for k, v in (values.get("flops") or {}).items()},
+            budget=dict(values.get("budget") or {}),
         )
 
     def summary(self) -> str:

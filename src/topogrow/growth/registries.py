@@ -11,9 +11,12 @@ from topogrow._registry import Registry
 STRATEGIES: Registry = Registry("strategy")
 #: When a stage ends: ``Schedule`` subclasses by name, each built from a ``GrowthConfig``.
 SCHEDULES: Registry = Registry("schedule")
+#: Learning-rate schedules by name: ``build(optimizer, config, horizon) -> LRScheduler | None``.
+LR_SCHEDULES: Registry = Registry("learning-rate schedule")
 #: Optimisers by name: ``factory(params, lr, weight_decay) -> torch.optim.Optimizer``.
 OPTIMIZERS: Registry = Registry("optimizer")
 
 register_strategy = STRATEGIES.register
 register_schedule = SCHEDULES.register
 register_optimizer = OPTIMIZERS.register
+register_lr_schedule = LR_SCHEDULES.register
