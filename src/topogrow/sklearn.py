@@ -134,13 +134,15 @@ class _GrowingEstimator(BaseEstimator):
         initial_depth: int = 1,
         max_depth: int = 4,
         strategy: str = "small-where",
-        epochs_per_stage: int = 10,
-        final_epochs: int = 10,
+        epochs_per_stage: int = 5,
+        final_epochs: int = 500,
         lr: float = 1e-3,
+        lr_schedule: str = "plateau",
+        budget: float | str | None = None,
         batch_size: int = 128,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 10,
+        n_iter_no_change: int | str = "auto",
         tol: float = 1e-4,
         rollback: bool = True,
         random_state: int | np.random.RandomState | None = None,
@@ -155,6 +157,8 @@ class _GrowingEstimator(BaseEstimator):
         self.epochs_per_stage = epochs_per_stage
         self.final_epochs = final_epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
+        self.budget = budget
         self.batch_size = batch_size
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -190,7 +194,11 @@ class _GrowingEstimator(BaseEstimator):
             lr=_real("lr", self.lr),
             batch_size=_integer("batch_size", self.batch_size, 1),
             device=str(device),
-            early_stopping_patience=_integer("n_iter_no_change", self.n_iter_no_change, 1),
+            lr_schedule=self.lr_schedule,
+            budget=self.budget,
+            early_stopping_patience=self.n_iter_no_change
+            if self.n_iter_no_change == "auto"
+            else _integer("n_iter_no_change", self.n_iter_no_change, 1),
             min_delta=tol,
             rollback=bool(self.rollback),
         )
@@ -265,7 +273,8 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
     Training follows :class:`topogrow.Grower`: train ``epochs_per_stage`` epochs, insert a
     residual layer where and how ``strategy`` says, repeat until ``max_depth`` layers (or
     a stop rule: no positive topological derivative, no validation improvement for two
-    stages), then train ``final_epochs`` more. Adam, float32.
+    stages), then train the grown network until it has converged (at most ``final_epochs``).
+    Adam, float32, the learning rate halved on plateaus (``lr_schedule``).
 
     Inputs are used as given: standardise them (``make_pipeline(StandardScaler(),
     GrowingRegressor())``). Targets are not rescaled either.
@@ -284,12 +293,17 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
         ``"td-eigenspace"``, ``"td-where"``,
         ``"td-how"``, ``"random"``, ``"zero"``, or ``"scratch"`` (no growth: the network
         keeps ``initial_depth`` layers and trains ``final_epochs`` epochs).
-    epochs_per_stage : int, default=10
+    epochs_per_stage : int, default=5
         Training epochs between insertions.
-    final_epochs : int, default=10
-        Training epochs after growth stops.
+    final_epochs : int, default=500
+        The most training epochs after growth stops (training ends earlier when converged).
     lr : float, default=1e-3
-        Adam learning rate.
+        Adam learning rate (the initial one).
+    lr_schedule : str, default="plateau"
+        ``"plateau"`` (halve after 5 epochs without improvement), ``"cosine"`` (one decay over the
+        planned run) or ``"constant"``; insertions keep the current rate.
+    budget : float, str or None, default=None
+        Compute the fit may spend: FLOPs, or ``"<N> epochs"`` of the initial network.
     batch_size : int, default=128
         Mini-batch size.
     early_stopping : bool, default=True
@@ -301,8 +315,9 @@ class GrowingRegressor(RegressorMixin, _GrowingEstimator):
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` (0, or a set too small to
         split, uses the training loss instead).
-    n_iter_no_change : int, default=10
-        Epochs without improvement that end a stage or the final training.
+    n_iter_no_change : int or "auto", default="auto"
+        Epochs without improvement that end a stage or the final training; ``"auto"``: as many as
+        halving the learning rate three times with nothing gained takes (24).
     tol : float, default=1e-4
         The relative improvement of the loss that counts (``min_delta`` of the growth loop).
     rollback : bool, default=True

@@ -12,7 +12,9 @@ from scipy import stats
 
 import helpers
 from topogrow import Callback, Grower, GrowthConfig, Proposal, ResidualMLP, Strategy
-from topogrow.app.experiment import ModelConfig, compare, epoch_budget
+from topogrow.app.experiment import ModelConfig, compare
+from topogrow.app.quality import summary
+from topogrow.app.report import comparison_table
 from topogrow.app.paired import paired
 from topogrow.growth import STRATEGIES, register_strategy
 from topogrow.growth.context import StageContext
@@ -201,23 +203,34 @@ def test_small_layers_are_a_tenth_of_the_default_scale(name):
 
 
 # ---------------------------------------------------------- baselines, stats
-def test_depth_search_and_no_growth_in_compare():
-    growth = GrowthConfig(max_depth=3, epochs_per_stage=2, final_epochs=2, batch_size=32, seed=0)
-    comparison = compare(
-        "synthetic", ("td", "no-growth", "depth-search"), 2, growth, ModelConfig(width=6), n_train=200, progress=False
-    )
-    budget = epoch_budget(growth, 1)
-    assert budget == 3 * 2 + 2
-    search = [r for r in comparison.results if r.strategy == "depth-search"]
-    none = [r for r in comparison.results if r.strategy == "no-growth"]
-    assert all(r.final_depth == 1 and r.total_epochs <= budget for r in none)
-    assert all(1 <= r.final_depth <= 3 for r in search)
-    # the search's cost is every depth's run: more epochs than any single network could train
-    assert all(r.total_epochs >= 3 for r in search)  # one network per depth 1..3, each at least an epoch
-    rows = {row["strategy"] for row in comparison.rows()}
-    assert rows == {"td", "no-growth", "depth-search"}
-    against = comparison.paired("td")
-    assert set(against) == {"no-growth", "depth-search"} and all(p.n == 2 for p in against.values())
+def test_compare_measures_every_arm_against_the_converged_reference():
+    growth = GrowthConfig(max_depth=3, epochs_per_stage=2, final_epochs=40, batch_size=32, seed=0)
+    strategies = ("small-where", "no-growth", "small-init", "depth-search")
+    comparison = compare("synthetic", strategies, 2, growth, ModelConfig(width=6), n_train=200, progress=False)
+    by = comparison.by_strategy()
+    for search, small in zip(by["depth-search"], by["small-init"], strict=True):
+        assert 1 <= search.final_depth <= 3 and small.final_depth == search.final_depth  # the reference depth
+        # the search's cost is every depth's run: more than the chosen network's own
+        assert search.flops > search.history.flops["total"] and search.total_epochs > len(search.history.epochs)
+    for result in comparison.results:  # one rule: the growth stages, then at most the final cap
+        assert len(result.history.epochs) <= 3 * 2 + 40
+        assert all(e.flops is not None and e.wall_time is not None for e in result.history.epochs)
+    quality = summary(comparison)
+    for seed in (0, 1):  # compute to quality, by hand from the anytime curves
+        reference = next(r for r in by["depth-search"] if r.seed == seed)
+        target = min(e.val_loss for e in reference.history.epochs)
+        own = next(e.flops for e in reference.history.epochs if e.val_loss <= target)
+        run = next(r for r in by["small-where"] if r.seed == seed)
+        first = next((e.flops for e in run.history.epochs if e.val_loss <= target), None)
+        row = next(r for r in quality["small-where"]["per_seed"] if r["seed"] == seed)
+        assert row["flops"] == (None if first is None else pytest.approx(first / own))
+        assert row["total_vs_search"] == pytest.approx(run.history.flops["total"] / reference.flops)
+        assert row["total_vs_reference"] == pytest.approx(run.history.flops["total"] / reference.history.flops["total"])
+    assert quality["depth-search"]["flops_to_quality"] == 1.0 and quality["depth-search"]["reached"] == 2
+    table = comparison_table(comparison)
+    assert "FLOPs to quality" in table and "reference" in table
+    against = comparison.paired_with("depth-search")
+    assert set(against) == {"small-where", "no-growth", "small-init"} and all(p.n == 2 for p in against.values())
 
 
 def test_paired_statistics_are_the_t_interval_of_the_per_seed_differences():

@@ -26,7 +26,8 @@ from topogrow._validation import one_line
 from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, run
 from topogrow.app.outdir import check_folder, locked
 from topogrow.app.provenance import provenance
-from topogrow.app.report import comparison_table, plot_comparison, plot_runs
+from topogrow.app.quality import summary as quality_summary
+from topogrow.app.report import comparison_table, plot_comparison, plot_quality, plot_runs
 from topogrow.app.tabular import is_table_path, read_table, table_task
 from topogrow.app.task import Task
 from topogrow.app.tasks import TASKS, make_task
@@ -358,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser = verbs.add_parser(
         "compare",
         help="run every strategy over several seeds",
-        description="Run strategies side by side over seeds; print a table; write compare.json and compare.png.",
+        description="Run strategies side by side over seeds, paired with the reference (the best depth trained to "
+        "convergence): quality and compute to reach it; print a table; write compare.json, compare.md, "
+        "compare.png and quality.png.",
     )
     _add_common(compare_parser, exclude=("strategy",))  # compare runs the strategies of --strategies
     compare_parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
@@ -367,8 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join((*growth_strategies(), DEPTH_SEARCH)),
         help="comma-separated; default all: "
         + _strategies(growth_strategies())
-        + f", {DEPTH_SEARCH} (train every depth from the initial one to --max-depth from scratch with the "
-        "growth budget and early stopping, keep the best on validation; its cost is the whole search)",
+        + f", {DEPTH_SEARCH} (the reference: train every depth from the initial one to --max-depth from scratch "
+        "to convergence under the same rule, keep the best on validation; its cost is the whole search)",
+    )
+    compare_parser.add_argument(
+        "--lrs",
+        type=_comma_list(float),
+        metavar="FLOAT,...",
+        help="learning rates every arm (the reference included) chooses from on validation (default: --lr only)",
     )
     paper_parser = verbs.add_parser(
         "paper",
@@ -703,13 +712,19 @@ def _compare(args: argparse.Namespace) -> None:
         args.n_train,
         progress=not args.quiet,
         task_factory=factory,
+        lrs=tuple(args.lrs or ()),
     )
     print(comparison_table(comparison))
-    payload = {**comparison.to_dict(), **provenance(args.task, args.data_dir, args.command_line)}
+    payload = {
+        **comparison.to_dict(),
+        "quality": quality_summary(comparison),
+        **provenance(args.task, args.data_dir, args.command_line),
+    }
     json_path = write_json_atomic(out / "compare.json", payload)
     png_path = plot_comparison(comparison, out / "compare.png")
+    quality_path = plot_quality(comparison, out / "quality.png")
     write_text_atomic(out / "compare.md", comparison_table(comparison) + "\n")
-    print(f"wrote {json_path}, {png_path} and {out / 'compare.md'}")
+    print(f"wrote {json_path}, {png_path}, {quality_path} and {out / 'compare.md'}")
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -185,13 +185,14 @@ def run(
 
 @dataclass
 class Comparison:
-    """Every strategy over every seed on one task."""
+    """Every strategy over every seed on one task (``lrs``: the learning rates every arm chose from)."""
 
     task: str
     metric_name: str
     growth: GrowthConfig
     model: ModelConfig
     results: list[RunResult] = field(default_factory=list)
+    lrs: tuple[float, ...] = ()
 
     def by_strategy(self) -> dict[str, list[RunResult]]:
         groups: dict[str, list[RunResult]] = {}
@@ -228,6 +229,17 @@ class Comparison:
         """The metric of ``strategy`` by seed."""
         return {r.seed: r.metric for r in self.results if r.strategy == strategy}
 
+    def paired_with(self, reference: str) -> dict[str, Paired]:
+        """Every other strategy against ``reference``, seed by seed (positive = the strategy better)."""
+        theirs = self.metrics(reference)
+        out = {}
+        for strategy in self.by_strategy():
+            ours = self.metrics(strategy)
+            seeds = sorted(set(ours) & set(theirs))
+            if strategy != reference and seeds:
+                out[strategy] = paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
+        return out
+
     def paired(self, reference: str) -> dict[str, Paired]:
         """``reference`` against every other strategy, seed by seed (positive = reference better)."""
         ours = self.metrics(reference)
@@ -248,6 +260,7 @@ class Comparison:
             growth=GrowthConfig.from_saved(values["growth"]),
             model=ModelConfig(**values["model"]),
             results=[RunResult.from_dict(run) for run in values["runs"]],
+            lrs=tuple(values.get("lrs", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,6 +269,7 @@ class Comparison:
             "metric": self.metric_name,
             "growth": self.growth.to_dict(),
             "model": self.model.__dict__,
+            "lrs": list(self.lrs),
             "summary": self.rows(),
             "runs": [r.to_dict() for r in self.results],
         }
@@ -265,38 +279,51 @@ class Comparison:
 DEPTH_SEARCH = "depth-search"
 
 
-def epoch_budget(growth: GrowthConfig, initial_depth: int) -> int:
-    """The most epochs a growth run from ``initial_depth`` layers may train: a stage per depth up to
-    ``max_depth`` (the last ends growth) and the final epochs. The baselines get this budget."""
-    return max(growth.max_depth - initial_depth + 1, 1) * growth.epochs_per_stage + growth.final_epochs
+def depth_search(
+    task: Task, growth: GrowthConfig, model: ModelConfig, lrs: tuple[float, ...] = ()
+) -> tuple[RunResult, list[RunResult]]:
+    """The search a user runs instead of growing, and the **reference** growth is measured against:
+    train the network from scratch at every depth from the initial one to ``max_depth`` (strategy
+    ``no-growth``, under the config's training rule: to convergence), at each learning rate of
+    ``lrs`` (default: the config's), and keep the run with the lowest validation loss.
 
-
-def depth_search(task: Task, growth: GrowthConfig, model: ModelConfig) -> RunResult:
-    """The search a user runs instead of growing: train the network from scratch at every depth
-    from the initial one to ``max_depth`` (each with the budget of one growth run,
-    :func:`epoch_budget` of the initial network, and the config's early stopping), keep the
-    depth with the lowest validation loss, and report its test metric with the **total** cost of
-    the search (epochs and wall time summed over the depths)."""
-    torch.manual_seed(growth.seed)
-    budget = epoch_budget(growth, build_model(task, model).depth)  # what one growth run may train
-    config = growth.replace(strategy="no-growth", final_epochs=budget)
+    Returns that run as ``depth-search`` with the **total** cost of the search (epochs, wall time
+    and FLOPs summed over its runs; the chosen network's own are in its history), and every run."""
     runs = []
     depth = model.initial_depth
     while True:
         torch.manual_seed(growth.seed)
         if runs and build_model(task, model, depth).depth > growth.max_depth:
             break
-        result, _ = run(task, config, model, initial_depth=depth)
-        runs.append(result)
+        runs.append(best_lr(task, growth.replace(strategy="no-growth"), model, lrs, initial_depth=depth)[0])
         depth += 1
-    chosen = min(runs, key=lambda r: min(e.val_loss for e in r.history.epochs))
-    return dataclasses.replace(
+    chosen = min(runs, key=best_val_loss)
+    total = dataclasses.replace(
         chosen,
         strategy=DEPTH_SEARCH,
         wall_time=sum(r.wall_time for r in runs),
         total_epochs=sum(r.total_epochs for r in runs),
         flops=sum(r.flops for r in runs),
     )
+    return total, runs
+
+
+def best_val_loss(result: RunResult) -> float:
+    """The lowest validation loss of a run (the epoch a converged run restores)."""
+    return min(e.val_loss for e in result.history.epochs)
+
+
+def best_lr(
+    task: Task, growth: GrowthConfig, model: ModelConfig, lrs: tuple[float, ...] = (), **options: Any
+) -> tuple[RunResult, torch.nn.Module]:
+    """:func:`run` at each learning rate of ``lrs`` (default: only ``growth.lr``); the run with the
+    lowest validation loss. Every arm of a comparison chooses so, from the same set."""
+    best = None
+    for lr in lrs or (growth.lr,):
+        outcome = run(task, growth.replace(lr=lr), model, **options)
+        if best is None or best_val_loss(outcome[0]) < best_val_loss(best[0]):
+            best = outcome
+    return best
 
 
 def compare(
@@ -309,16 +336,19 @@ def compare(
     n_train: int | None = None,
     progress: bool = True,
     task_factory: Callable[..., Task] | None = None,
+    lrs: tuple[float, ...] = (),
 ) -> Comparison:
-    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network); by
-    default every registered growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`)
-    and the ``depth-search`` baseline (:func:`depth_search`).
+    """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network), every
+    arm under the same training rule (the config's: to convergence); by default every registered
+    growth strategy (:func:`~topogrow.growth.strategies.growth_strategies`) and the
+    ``depth-search`` reference (:func:`depth_search`), which runs first.
 
-    ``scratch`` trains the final architecture of that seed's ``td`` run from scratch
-    for the same total number of epochs, so ``td`` must be among the strategies;
-    ``no-growth`` trains the initial network for the growth budget (:func:`epoch_budget`).
-    ``task_factory`` (e.g. a table's, see :mod:`topogrow.app.tabular`) is called as
-    ``task_factory(seed=, data_dir=, n_train=)`` for each seed instead of the task registered as ``task_name``.
+    ``scratch`` trains the final architecture of that seed's ``td`` run from scratch, so ``td``
+    must be among the strategies; ``small-init`` trains the reference depth with its extra layers
+    small (so ``depth-search`` must be among them); ``no-growth`` trains the initial network.
+    Every arm takes the best of ``lrs`` on validation (:func:`best_lr`). ``task_factory`` (e.g. a
+    table's, see :mod:`topogrow.app.tabular`) is called as ``task_factory(seed=, data_dir=, n_train=)``
+    for each seed instead of the task registered as ``task_name``.
     """
     growth = growth or GrowthConfig()
     model = model or ModelConfig()
@@ -328,32 +358,28 @@ def compare(
             GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
     if "scratch" in strategies and "td" not in strategies:
         raise ValueError("strategy 'scratch' trains the final architecture of the 'td' run: add 'td'")
+    if "small-init" in strategies and DEPTH_SEARCH not in strategies:
+        raise ValueError(f"strategy 'small-init' trains the depth the reference search finds: add '{DEPTH_SEARCH}'")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    order = sorted(strategies, key=lambda s: (s == "scratch", s != "td"))  # td first, scratch last
-    comparison = Comparison(task_name, "", growth, model)
+    order = sorted(strategies, key=lambda s: (s != DEPTH_SEARCH, s in ("scratch", "small-init"), s != "td"))
+    comparison = Comparison(task_name, "", growth, model, lrs=tuple(lrs))
     bar = tqdm(total=seeds * len(order), desc=f"compare {task_name}", unit="run", disable=not progress)
     for seed in range(growth.seed, growth.seed + seeds):
         task = (task_factory or partial(make_task, task_name))(seed=seed, data_dir=data_dir, n_train=n_train)
         comparison.metric_name = task.metric_name
-        td_result = None
+        done: dict[str, RunResult] = {}
         for name in order:
             bar.set_postfix(seed=seed, strategy=name)
             config = growth.replace(strategy=name, seed=seed) if name != DEPTH_SEARCH else growth.replace(seed=seed)
-            spec = None
             if name == DEPTH_SEARCH:
-                result = depth_search(task, config, model)
+                result, _ = depth_search(task, config, model, lrs)
             else:
-                if name == "scratch":
-                    config = config.replace(final_epochs=td_result.total_epochs)
-                    spec = td_result.spec
-                elif name == "no-growth":
-                    torch.manual_seed(seed)
-                    initial = build_model(task, model).depth
-                    config = config.replace(final_epochs=epoch_budget(config, initial))
-                result, _ = run(task, config, model, spec=spec)
-            if name == "td":
-                td_result = result
+                spec = done["td"].spec if name == "scratch" else None
+                if name == "small-init":
+                    config = config.replace(max_depth=done[DEPTH_SEARCH].final_depth)
+                result, _ = best_lr(task, config, model, lrs, spec=spec)
+            done[name] = result
             comparison.results.append(result)
             bar.update(1)
     bar.close()

@@ -6,36 +6,58 @@ import io
 from pathlib import Path
 
 from topogrow._io import write_atomic, write_json_atomic
-from topogrow.app.experiment import Comparison, RunResult
+from topogrow.app.experiment import DEPTH_SEARCH, Comparison, RunResult
 from topogrow.app.paired import paired_cell
+from topogrow.app.quality import summary
 from topogrow.growth import GrowthConfig
 
-__all__ = ["comparison_table", "plot_comparison", "plot_runs", "save_figure", "write_json_atomic"]
+__all__ = ["comparison_table", "plot_comparison", "plot_quality", "plot_runs", "save_figure", "write_json_atomic"]
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:.2f}"
 
 
 def comparison_table(comparison: Comparison, reference: str | None = None) -> str:
-    """A Markdown table: metric mean +- std, final depth, parameters, epochs, compute (counted FLOPs,
-    and their ratio to ``scratch``'s when it ran), wall time; then
-    ``reference`` (default: the library's default strategy) paired against every other strategy."""
+    """A Markdown table per strategy: the test metric (mean ± std; paired against the
+    ``depth-search`` reference, positive = the strategy better), final depth, epochs, counted FLOPs,
+    wall time, and compute to quality (:mod:`~topogrow.app.quality`: FLOPs and wall time to first
+    reach the reference network's best validation loss over what it needed, medians over the seeds
+    that reached it; total FLOPs over the whole search's and over the reference network's own
+    training); then ``reference`` (default: the library's default strategy) paired against every
+    other strategy."""
     metric = comparison.metric_name
     lines = [
-        f"| strategy | {metric} (mean ± std) | final depth | parameters | epochs | GFLOPs (× scratch) "
-        "| wall time (s) |",
-        "|---|---|---|---|---|---|---|",
+        f"| strategy | {metric} (mean ± std) | vs reference | final depth | epochs | GFLOPs | wall time (s) "
+        "| FLOPs to quality | wall to quality | reached | total / search | total / reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = comparison.rows()
     higher_better = "accuracy" in metric
     best = (max if higher_better else min)(r["metric_mean"] for r in rows)
-    scratch = next((r["flops"] for r in rows if r["strategy"] == "scratch"), 0.0)
+    quality = summary(comparison)
+    against_reference = comparison.paired_with(DEPTH_SEARCH)
     for r in rows:
         mark = " **best**" if r["metric_mean"] == best else ""
-        flops = f"{r['flops'] / 1e9:.3g}" + (f" ({r['flops'] / scratch:.2f}×)" if scratch else "")
+        q = quality.get(r["strategy"])
+        vs = against_reference.get(r["strategy"])
+        vs_cell = "reference" if r["strategy"] == DEPTH_SEARCH else ("—" if vs is None else paired_cell(vs))
+        q_cells = "— | — | — | — | —"
+        if q is not None:
+            q_cells = (
+                f"{_ratio(q['flops_to_quality'])} | {_ratio(q['wall_to_quality'])} | {q['reached']}/{q['seeds']} | "
+                f"{_ratio(q['total_vs_search'])} | {_ratio(q['total_vs_reference'])}"
+            )
         lines.append(
-            f"| {r['strategy']} | {r['metric_mean']:.4f} ± {r['metric_std']:.4f}{mark} | "
-            f"{r['final_depth']:.1f} | {r['n_parameters']:.0f} | {r['epochs']:.0f} | {flops} | {r['wall_time']:.1f} |"
+            f"| {r['strategy']} | {r['metric_mean']:.4f} ± {r['metric_std']:.4f}{mark} | {vs_cell} | "
+            f"{r['final_depth']:.1f} | {r['epochs']:.0f} | {r['flops'] / 1e9:.3g} | {r['wall_time']:.1f} | {q_cells} |"
         )
     seeds = rows[0]["seeds"] if rows else 0
-    lines.append(f"\n{comparison.task}: {seeds} seeds; each seed has its own split and initial network.")
+    lines.append(
+        f"\n{comparison.task}: {seeds} seeds; each seed has its own split and initial network. The reference is "
+        f"`{DEPTH_SEARCH}`'s network: the depth with the best validation loss, trained from scratch to convergence "
+        "under the same rule (its row's cost is the whole search's)."
+    )
     reference = reference or GrowthConfig().strategy
     against = comparison.paired(reference) if seeds > 1 else {}
     if against:
@@ -47,6 +69,46 @@ def comparison_table(comparison: Comparison, reference: str | None = None) -> st
         ]
         lines += [f"| {name} | {paired_cell(result)} | {result.verdict} |" for name, result in against.items()]
     return "\n".join(lines)
+
+
+def plot_quality(comparison: Comparison, path: str | Path) -> Path:
+    """Validation loss (the best so far) against cumulative FLOPs, per strategy: the median over
+    seeds and its range, on a common log-spaced FLOP grid; the reference network's curve dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(figsize=(7, 4.5))
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for result in comparison.results:
+        epochs = [e for e in result.history.epochs if e.flops is not None]
+        if epochs:
+            flops = np.array([e.flops for e in epochs])
+            best = np.minimum.accumulate(np.array([e.val_loss for e in epochs]))
+            curves.setdefault(result.strategy, []).append((flops, best))
+    if curves:
+        low = min(c[0][0] for runs in curves.values() for c in runs)
+        high = max(c[0][-1] for runs in curves.values() for c in runs)
+        grid = np.geomspace(low, high, 200)
+        for index, (strategy, runs) in enumerate(curves.items()):
+            values = np.array([np.interp(grid, f, v, left=np.nan, right=v[-1]) for f, v in runs])
+            median = np.nanmedian(values, axis=0) if np.isfinite(values).any() else values[0]
+            style = dict(color="black", linestyle="--") if strategy == DEPTH_SEARCH else dict(color=f"C{index % 10}")
+            label = "reference (best depth)" if strategy == DEPTH_SEARCH else strategy
+            axes.plot(grid, median, label=label, **style)
+            if len(runs) > 1:
+                axes.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.15, **style)
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+    axes.set_xlabel("cumulative FLOPs")
+    axes.set_ylabel("best validation loss so far")
+    axes.set_title(f"{comparison.task}: quality against compute (median and range over seeds)")
+    axes.legend(fontsize=8)
+    path = save_figure(fig, Path(path))
+    plt.close(fig)
+    return path
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -197,15 +197,16 @@ class Zero(Strategy):
 @register_strategy("td-where", help="TD location, random initialisation (ablation)")
 @dataclass(frozen=True)
 class TDWhere(Strategy):
-    """The TD location, a random layer there. It needs only the location: the blocks (or
-    operators) are kept just for the predicted change of the drawn layer, and only where they are
-    cheap (patches of at most :data:`KEEP_LIMIT`); wider layers get no prediction."""
+    """The TD location, a random layer there. It needs only the location (the budgeted
+    location-only pass); the samples it read (or the blocks, or operators) are kept just for the
+    predicted change of the drawn layer, and only where they are cheap (patches of at most
+    :data:`KEEP_LIMIT`); wider layers get no prediction."""
 
     name: str = "td-where"
 
     def propose(self, context):
         keep = widest_patch(context.model) <= KEEP_LIMIT
-        td = context.topological_derivative(keep=keep)
+        td = context.topological_derivative(keep=keep, location_only=True)
         location = context.best_location(td)
         rows = random_init(context.model, location, context.generator, self.block)
         if td.slope(location) > 0:  # first order there: the model is the linear term alone
@@ -359,14 +360,15 @@ class Small(Strategy):
 @register_strategy("small-where", help="TD location, random layer at 0.1x PyTorch's default scale")
 @dataclass(frozen=True)
 class SmallWhere(Small):
-    """``small`` at the topological derivative's location: *where* from TD, a small random *how*."""
+    """``small`` at the topological derivative's location: *where* from TD, a small random *how*.
+    Only the location is needed: the budgeted location-only pass (``location_only=True``)."""
 
     for_transfer: ClassVar[bool] = True
 
     name: str = "small-where"
 
     def propose(self, context):
-        return self.propose_at(context, context.best_location(context.topological_derivative()))
+        return self.propose_at(context, context.best_location(context.topological_derivative(location_only=True)))
 
 
 @register_strategy(
@@ -455,6 +457,37 @@ class Scratch(NoGrowth):
 @dataclass(frozen=True)
 class NoGrowthBaseline(NoGrowth):
     name: str = "no-growth"
+
+
+class SmallLayers(Callback):
+    """At the start of a fresh fit, insert small random layers (``SMALL_SCALE`` times the default
+    initialisation, as ``small`` inserts them) at random locations until the model has
+    ``config.max_depth`` layers: a fixed network whose residual layers beyond the initial ones
+    start small (the ReZero / SkipInit family of initialisations)."""
+
+    def on_fit_start(self, grower):
+        if grower.progress.phase != "grow" or grower.history.epochs:
+            return  # resumed: the layers are in the checkpoint's model
+        model, generator = grower.model, grower.generator
+        reference = next(model.parameters())
+        while model.depth < grower.config.max_depth:
+            location = model.locations[int(torch.randint(len(model.locations), (1,), generator=generator))]
+            rows = SMALL_SCALE * random_init(model, location, generator)
+            model.insert_layer(location).load_direction(rows.to(device=reference.device, dtype=reference.dtype))
+
+
+@register_strategy(
+    "small-init",
+    help="no growth: the network of depth max_depth from the start, its extra layers small (compare: the reference depth)",
+)
+@dataclass(frozen=True)
+class SmallInit(NoGrowth):
+    """A baseline that keeps growth honest: does growing help, or only starting layers small?"""
+
+    name: str = "small-init"
+
+    def callbacks(self):
+        return [SmallLayers(), FixedArchitecture()]
 
 
 @register_strategy("random-location", help="random location, random initialisation (as random)")
