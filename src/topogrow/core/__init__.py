@@ -14,6 +14,7 @@ from topogrow.core.hamiltonian import (
     quadratic_form,
 )
 from topogrow.core.layer_kinds import Conv2d, Dense, LayerKind, Token
+from topogrow.core.location import location_derivative
 from topogrow.core.losses import resolve_loss
 from topogrow.core.matrix_free import (
     FirstOrder,
@@ -48,6 +49,7 @@ __all__ = [
     "device_and_dtype",
     "leading_block_eigenpairs",
     "leading_operator_eigenpairs",
+    "location_derivative",
     "matrix_free_topological_derivative",
     "resolve_loss",
     "states_and_adjoints",

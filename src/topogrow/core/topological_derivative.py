@@ -82,6 +82,10 @@ class TopologicalDerivative:
         products: ``products[l]``, the block products the iterative solver took (0 for blocks).
         standard_errors: ``(L,)`` estimated standard errors of the leading eigenvalues when the
             pass sampled (:mod:`topogrow.core.sampling`), else ``None``.
+        flops: the FLOPs the pass spent, when it counted them (the location-only pass of
+            :func:`~topogrow.core.location.location_derivative`), else ``None``.
+        forms: ``forms[l](rows)`` is ``phi^T Q_l phi`` from the samples a pass kept
+            (:class:`~topogrow.core.location.SampleForm`), else ``None``.
     """
 
     block_eigenvalues: tuple[torch.Tensor, ...]
@@ -92,6 +96,8 @@ class TopologicalDerivative:
     solvers: tuple[str, ...] = ()
     products: tuple[int, ...] = ()
     standard_errors: tuple[float, ...] | None = None
+    flops: float | None = None
+    forms: tuple[Callable[[torch.Tensor], float], ...] | None = None
 
     @property
     def eigenvalues(self) -> torch.Tensor:
@@ -165,8 +171,11 @@ class TopologicalDerivative:
         return float(self.block_eigenvalues[location][chosen].sum())
 
     def quadratic_form(self, location: int, rows: torch.Tensor) -> float:
-        """``phi^T Q_l phi`` for a layer with parameters ``rows`` ``(n, m)`` (needs ``keep_blocks``)."""
+        """``phi^T Q_l phi`` for a layer with parameters ``rows`` ``(n, m)`` (needs ``keep_blocks``,
+        or the samples a location-only pass kept)."""
         self._check_location(location)
+        if self.blocks is None and self.forms is not None:
+            return self.forms[location](rows)
         if self.blocks is None:
             raise ValueError("quadratic_form needs the blocks: call topological_derivative(..., keep_blocks=True)")
         blocks = self.blocks[location]

@@ -15,6 +15,7 @@ from torch import nn
 import topogrow.core as core
 from topogrow._validation import one_line
 from topogrow.core.batches import sample_count
+from topogrow.core.location import location_derivative
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import StageRecord
@@ -24,6 +25,16 @@ from topogrow.nn.blocks import make_block
 NUMERICAL_FAULTS: tuple[type[BaseException], ...] = (FloatingPointError, torch.linalg.LinAlgError, ArpackError)
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+#: The FLOPs a location-only topological-derivative pass may spend, in epochs of the current
+#: network: it leaves a quarter of an epoch to the insertion's evaluations, so that the decision
+#: costs at most one epoch (``topogrow bench --sections location_cost``).
+LOCATION_BUDGET = 0.75
+
+#: How a strategy that needs only the location estimates mu_l (``GrowthConfig.td_location``):
+#: ``"lanczos"`` (budgeted, :func:`~topogrow.core.location.location_derivative`) or ``"exact"``
+#: (the pass ``td`` uses).
+LOCATION_METHODS = ("lanczos", "exact")
 
 
 class StageFault(Exception):
@@ -103,7 +114,7 @@ class StageContext:
     stop_reason: str | None = None
     veto_reason: str | None = None
     excluded: set[int] = field(default_factory=set)
-    _derivatives: dict[bool, Any] = field(default_factory=dict, repr=False)
+    _derivatives: dict[tuple[bool, bool], Any] = field(default_factory=dict, repr=False)
     _proposal: Proposal | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,25 +171,40 @@ class StageContext:
         """Whether the topological derivative was computed at this stage."""
         return bool(self._derivatives)
 
-    def topological_derivative(self, keep: bool = False) -> core.TopologicalDerivativeResult:
+    @property
+    def derivative_flops(self) -> float | None:
+        """The FLOPs this stage's topological derivatives spent, when they counted them (the
+        location-only pass does), else ``None`` (the counter's model of the pass applies)."""
+        flops = [getattr(d, "flops", None) for d in self._derivatives.values()]
+        if not flops or any(f is None for f in flops):
+            return None
+        return float(sum(flops))
+
+    def topological_derivative(
+        self, keep: bool = False, location_only: bool = False
+    ) -> core.TopologicalDerivativeResult:
         """The topological derivative at every location (computed once per stage).
 
-        ``keep`` also keeps the blocks (or matrix-free operators) for ``quadratic_form``;
-        it forces the block solver on the closed form. Raises :class:`StageFault` on a
-        numerical fault or non-finite eigenvalues, and :class:`StopGrowth` when no
-        insertion lowers the loss (every mu_l <= ``config.tolerance``, no first-order location).
+        ``keep`` also keeps the blocks (or matrix-free operators, or the samples read) for
+        ``quadratic_form``; it forces the block solver on the closed form. ``location_only``: the
+        caller needs only the eigenvalues mu_l (where to insert): the closed form is then estimated
+        by :func:`~topogrow.core.location.location_derivative` within :data:`LOCATION_BUDGET`
+        epochs, its eigenvectors only approximate (a full pass already computed serves as well).
+        Raises :class:`StageFault` on a numerical fault or non-finite eigenvalues, and
+        :class:`StopGrowth` when no insertion lowers the loss (every mu_l <= ``config.tolerance``,
+        no first-order location).
         """
-        cached = self._derivatives.get(True) or (None if keep else self._derivatives.get(False))
+        cached = self._cached(keep, location_only)
         if cached is not None:
             return cached
         try:
-            derivative = self._compute(keep)
+            derivative = self._compute(keep, location_only)
         except NUMERICAL_FAULTS as error:
             raise StageFault(f"the topological derivative failed ({one_line(error)})") from None
         eigenvalues = derivative.eigenvalues
         if not torch.isfinite(eigenvalues).all():
             raise StageFault("the topological derivative has non-finite eigenvalues")
-        self._derivatives[keep] = derivative
+        self._derivatives[(keep, location_only and self._estimates(location_only))] = derivative
         if self.record is not None:
             self.record.eigenvalues = eigenvalues.tolist()
             self.record.td_samples = int(derivative.n_samples)
@@ -191,8 +217,25 @@ class StageContext:
             raise StopGrowth(f"max mu_l = {float(eigenvalues.max()):.3g} <= tolerance {tolerance:g}")
         return derivative
 
-    def _compute(self, keep: bool):
+    def _cached(self, keep: bool, location_only: bool):
+        """A derivative already computed that answers: a full one (with the blocks if ``keep``), or
+        for ``location_only`` a location-only one too."""
+        for (kept, estimated), derivative in self._derivatives.items():
+            if (kept or not keep) and (not estimated or location_only):
+                return derivative
+        return None
+
+    def _estimates(self, location_only: bool) -> bool:
+        """Whether a ``location_only`` request gets the budgeted estimate: the closed form, one
+        process, and ``td_location == "lanczos"``."""
         cfg = self.config
+        method = getattr(cfg, "td_location", "lanczos")  # GrowthConfig.td_location, see LOCATION_METHODS
+        return location_only and method == "lanczos" and cfg.block is None and self.reduce is None
+
+    def _compute(self, keep: bool, location_only: bool = False):
+        cfg = self.config
+        if self._estimates(location_only):
+            return self._location_estimate(keep)
         if cfg.block is not None:
             return core.matrix_free_topological_derivative(
                 self.model,
@@ -220,4 +263,23 @@ class StageContext:
             reduce=self.reduce,
             sampling=sampling,
             generator=generator,
+        )
+
+    def _location_estimate(self, keep: bool):
+        """The budgeted location-only pass: at most ``td_budget`` epochs (default
+        :data:`LOCATION_BUDGET`), at most the samples ``td_samples`` allows (2,048 for ``"auto"``),
+        positions drawn as the sampled pass draws them; its own generator, drawn from the run's."""
+        cfg = self.config
+        sampling = cfg.sampling
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        return location_derivative(
+            self.model,
+            self.data,
+            self.loss,
+            budget=getattr(cfg, "td_budget", LOCATION_BUDGET),  # GrowthConfig.td_budget
+            max_samples=None if sampling is None else sampling.max_samples,
+            positions=None if sampling is None else sampling.positions,
+            batch_size=cfg.td_batch_size if sampling is None else sampling.batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            keep_samples=keep,
         )
