@@ -13,9 +13,9 @@ from scipy import stats
 import helpers
 from topogrow import Callback, Grower, GrowthConfig, Proposal, ResidualMLP, Strategy
 from topogrow.app.experiment import ModelConfig, compare
+from topogrow.app.paired import paired
 from topogrow.app.quality import summary
 from topogrow.app.report import comparison_table
-from topogrow.app.paired import paired
 from topogrow.growth import STRATEGIES, register_strategy
 from topogrow.growth.context import StageContext
 from topogrow.growth.strategies import SMALL_SCALE, random_init, random_location

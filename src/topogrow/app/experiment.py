@@ -185,7 +185,8 @@ def run(
 
 @dataclass
 class Comparison:
-    """Every strategy over every seed on one task (``lrs``: the learning rates every arm chose from)."""
+    """Every strategy over every seed on one task (``lrs``: the learning rates every arm chose from;
+    ``overrides``: config changes of some strategies)."""
 
     task: str
     metric_name: str
@@ -193,6 +194,7 @@ class Comparison:
     model: ModelConfig
     results: list[RunResult] = field(default_factory=list)
     lrs: tuple[float, ...] = ()
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def by_strategy(self) -> dict[str, list[RunResult]]:
         groups: dict[str, list[RunResult]] = {}
@@ -261,6 +263,7 @@ class Comparison:
             model=ModelConfig(**values["model"]),
             results=[RunResult.from_dict(run) for run in values["runs"]],
             lrs=tuple(values.get("lrs", ())),
+            overrides=dict(values.get("overrides") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,6 +273,7 @@ class Comparison:
             "growth": self.growth.to_dict(),
             "model": self.model.__dict__,
             "lrs": list(self.lrs),
+            "overrides": self.overrides,
             "summary": self.rows(),
             "runs": [r.to_dict() for r in self.results],
         }
@@ -337,6 +341,7 @@ def compare(
     progress: bool = True,
     task_factory: Callable[..., Task] | None = None,
     lrs: tuple[float, ...] = (),
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Comparison:
     """Run each strategy on ``seeds`` seeds (each seed: its own split and initial network), every
     arm under the same training rule (the config's: to convergence); by default every registered
@@ -346,16 +351,23 @@ def compare(
     ``scratch`` trains the final architecture of that seed's ``td`` run from scratch, so ``td``
     must be among the strategies; ``small-init`` trains the reference depth with its extra layers
     small (so ``depth-search`` must be among them); ``no-growth`` trains the initial network.
-    Every arm takes the best of ``lrs`` on validation (:func:`best_lr`). ``task_factory`` (e.g. a
+    Every arm takes the best of ``lrs`` on validation (:func:`best_lr`). ``overrides`` change the
+    config of some strategies (e.g. ``{"td": {"line_search": "grid", "td_samples": "all"}}``: the
+    paper's pass for the paper's rule). ``task_factory`` (e.g. a
     table's, see :mod:`topogrow.app.tabular`) is called as ``task_factory(seed=, data_dir=, n_train=)``
     for each seed instead of the task registered as ``task_name``.
     """
     growth = growth or GrowthConfig()
     model = model or ModelConfig()
     strategies = (*growth_strategies(), DEPTH_SEARCH) if strategies is None else tuple(strategies)
+    overrides = dict(overrides or {})
     for name in strategies:
         if name != DEPTH_SEARCH:
             GrowthConfig(strategy=name)  # validates the name, with a "did you mean"
+    for name, changes in overrides.items():
+        if name not in strategies:
+            raise ValueError(f"overrides for {name!r}, which is not among the strategies {list(strategies)}")
+        growth.replace(**changes)  # validates the keys and values
     if "scratch" in strategies and "td" not in strategies:
         raise ValueError("strategy 'scratch' trains the final architecture of the 'td' run: add 'td'")
     if "small-init" in strategies and DEPTH_SEARCH not in strategies:
@@ -363,7 +375,7 @@ def compare(
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     order = sorted(strategies, key=lambda s: (s != DEPTH_SEARCH, s in ("scratch", "small-init"), s != "td"))
-    comparison = Comparison(task_name, "", growth, model, lrs=tuple(lrs))
+    comparison = Comparison(task_name, "", growth, model, lrs=tuple(lrs), overrides=overrides)
     bar = tqdm(total=seeds * len(order), desc=f"compare {task_name}", unit="run", disable=not progress)
     for seed in range(growth.seed, growth.seed + seeds):
         task = (task_factory or partial(make_task, task_name))(seed=seed, data_dir=data_dir, n_train=n_train)
@@ -371,7 +383,8 @@ def compare(
         done: dict[str, RunResult] = {}
         for name in order:
             bar.set_postfix(seed=seed, strategy=name)
-            config = growth.replace(strategy=name, seed=seed) if name != DEPTH_SEARCH else growth.replace(seed=seed)
+            config = growth.replace(**overrides.get(name, {}), seed=seed)
+            config = config if name == DEPTH_SEARCH else config.replace(strategy=name)
             if name == DEPTH_SEARCH:
                 result, _ = depth_search(task, config, model, lrs)
             else:

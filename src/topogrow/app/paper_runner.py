@@ -22,12 +22,14 @@ import torch
 
 from topogrow._io import write_json_atomic, write_text_atomic
 from topogrow.app.experiment import DEPTH_SEARCH, Comparison, ModelConfig, compare
-from topogrow.app.paired import paired, paired_cell
-from topogrow.app.report import comparison_table, plot_comparison
+from topogrow.app.paired import paired_cell
+from topogrow.app.quality import ratio_cell
+from topogrow.app.quality import summary as quality_summary
+from topogrow.app.report import comparison_table, plot_comparison, plot_quality
 from topogrow.growth import GrowthConfig
 from topogrow.growth.strategies import growth_strategies
 
-ROW_KEYS = {"row", "paper", "task", "n_train", "model", "growth", "strategies", "seeds", "quick", "note"}
+ROW_KEYS = {"row", "paper", "task", "n_train", "model", "growth", "strategies", "seeds", "quick", "note", "overrides"}
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Row:
     seeds: int
     note: str = ""
     quick: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _row_from_dict(name: str, values: dict[str, Any], quick: bool) -> Row:
@@ -70,6 +73,7 @@ def _row_from_dict(name: str, values: dict[str, Any], quick: bool) -> Row:
         seeds=int(values.get("seeds", 5)),
         note=values.get("note", ""),
         quick=values.get("quick", {}),
+        overrides=values.get("overrides", {}),
     )
 
 
@@ -114,55 +118,45 @@ def _cell(summary: dict[str, dict[str, Any]], strategy: str | None) -> str:
     return f"{summary[strategy]['metric_mean']:.4f} ± {summary[strategy]['metric_std']:.4f}"
 
 
-def _paired_from_runs(runs: list[dict[str, Any]], reference: str, other: str, higher_better: bool):
-    ours = {r["seed"]: r["metric"] for r in runs if r["strategy"] == reference}
-    theirs = {r["seed"]: r["metric"] for r in runs if r["strategy"] == other}
-    seeds = sorted(set(ours) & set(theirs))
-    if not seeds:
-        return None
-    return paired([ours[s] for s in seeds], [theirs[s] for s in seeds], higher_better)
-
-
 def _record(result) -> str:
     return "—" if result is None else f"{paired_cell(result)} ({result.verdict})"
 
 
 def paper_summary(out: Path, quick: bool, only: list[str] | None = None, reference: str | None = None) -> str:
     """A Markdown table, one line per row whose ``out/<row>/compare.json`` exists: the paper's
-    figure; the default strategy (``reference``) with its rank; its paired record (positive = it is
-    better: mean difference [95 % t-interval], seeds won) against the best other strategy, against
-    ``depth-search`` and against ``no-growth``; and its cost against ``depth-search`` (wall time, epochs)."""
+    figure; the default strategy (``reference``); its paired record (positive = it is better: mean
+    difference [95 % t-interval], seeds won) against the reference network (``depth-search``: the
+    best depth trained to convergence), against ``no-growth`` and against ``small-init``; and its
+    compute to quality (:mod:`~topogrow.app.quality`: FLOPs and wall time to first reach the
+    reference network's best validation loss over what it needed, medians, seeds that reached it;
+    its total FLOPs over the whole search's and over the reference network's training)."""
     reference = reference or GrowthConfig().strategy
     lines = [
-        f"| row | paper | {reference} | rank | vs best other | vs depth-search | vs no-growth | "
-        "cost / depth-search (time, epochs) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| row | paper | {reference} | vs reference | vs no-growth | vs small-init | FLOPs to quality "
+        "| wall to quality | reached | total / search | total / reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in load_rows(quick, only):
         path = out / row.name / "compare.json"
         if not path.is_file():
             continue
-        payload = json.loads(path.read_text())
-        summary = {r["strategy"]: r for r in payload["summary"]}
+        comparison = Comparison.from_dict(json.loads(path.read_text()))
+        summary = {r["strategy"]: r for r in comparison.rows()}
         if reference not in summary:
             continue
-        higher_better = "accuracy" in payload["metric"]
-        order = sorted(summary, key=lambda k: summary[k]["metric_mean"], reverse=higher_better)
-        runs = payload["runs"]
-        other = next((k for k in order if k not in (reference, "depth-search", "no-growth")), None)
-        cost = "—"
-        if "depth-search" in summary:
-            search = summary["depth-search"]
-            cost = (
-                f"{summary[reference]['wall_time'] / search['wall_time']:.2f}, "
-                f"{summary[reference]['epochs'] / search['epochs']:.2f}"
+        against = comparison.paired(reference)
+        q = quality_summary(comparison).get(reference)
+        cells = "— | — | — | — | —"
+        if q is not None:
+            cells = (
+                f"{ratio_cell(q['flops_to_quality'])} | {ratio_cell(q['wall_to_quality'])} | "
+                f"{q['reached']}/{q['seeds']} | "
+                f"{ratio_cell(q['total_vs_search'])} | {ratio_cell(q['total_vs_reference'])}"
             )
         lines.append(
             f"| {row.row} | {row.paper['value']} ({row.paper['metric']}) | {_cell(summary, reference)} | "
-            f"{order.index(reference) + 1} of {len(order)} | "
-            f"{other}: {_record(_paired_from_runs(runs, reference, other, higher_better) if other else None)} | "
-            f"{_record(_paired_from_runs(runs, reference, 'depth-search', higher_better))} | "
-            f"{_record(_paired_from_runs(runs, reference, 'no-growth', higher_better))} | {cost} |"
+            f"{_record(against.get(DEPTH_SEARCH))} | {_record(against.get('no-growth'))} | "
+            f"{_record(against.get('small-init'))} | {cells} |"
         )
     return "\n".join(lines)
 
@@ -175,10 +169,14 @@ def _section(row: Row, comparison: Comparison, seconds: float, reference: str | 
         + (f" ({paper['note']})" if paper.get("note") else "")
         + f". Here: task `{row.task}`, S = {row.n_train or 'all'} training samples, "
         f"{row.model.family} of width {row.model.width} grown from depth {row.model.initial_depth} to at most "
-        f"{row.growth.max_depth}, {row.growth.epochs_per_stage} epochs per stage, {row.growth.final_epochs} "
-        f"final epochs; {row.seeds} seeds; {seconds:.0f} s.\n"
+        f"{row.growth.max_depth}, {row.growth.epochs_per_stage} epochs per stage, then trained to convergence "
+        f"({row.growth.lr_schedule} learning rate, stop after {row.growth.stop_patience} epochs without improvement, "
+        f"at most {row.growth.final_epochs} epochs; every arm the same rule)"
+        + "".join(f"; `{name}` with {changes}" for name, changes in row.overrides.items())
+        + f"; {row.seeds} seeds; {seconds:.0f} s.\n"
         + (f"\n{row.note}\n" if row.note else "")
-        + f"\n{comparison_table(comparison, reference)}\n\n![{row.name}]({row.name}/compare.png)\n"
+        + f"\n{comparison_table(comparison, reference)}\n\n![{row.name}]({row.name}/compare.png)"
+        + f"\n![{row.name}: quality against compute]({row.name}/quality.png)\n"
     )
 
 
@@ -220,9 +218,18 @@ def run_paper(
     for row in load_rows(quick, only):
         start = time.perf_counter()
         comparison: Comparison = compare(
-            row.task, row.strategies, row.seeds, row.growth, row.model, data_dir, row.n_train, progress=progress
+            row.task,
+            row.strategies,
+            row.seeds,
+            row.growth,
+            row.model,
+            data_dir,
+            row.n_train,
+            progress=progress,
+            overrides=row.overrides,
         )
         payload = {**comparison.to_dict(), "seconds": time.perf_counter() - start}
-        write_json_atomic(out / row.name / "compare.json", payload)
+        write_json_atomic(out / row.name / "compare.json", {**payload, "quality": quality_summary(comparison)})
         plot_comparison(comparison, out / row.name / "compare.png")
+        plot_quality(comparison, out / row.name / "quality.png")
     return render_paper(out, quick, only, command)

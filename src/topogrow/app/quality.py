@@ -15,7 +15,7 @@ from typing import Any
 
 from topogrow.app.experiment import DEPTH_SEARCH, Comparison, RunResult, best_val_loss
 
-__all__ = ["Reached", "compute_to_quality", "reached", "summary"]
+__all__ = ["Reached", "compute_to_quality", "ratio_cell", "reached", "summary"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,8 @@ def summary(comparison: Comparison) -> dict[str, dict[str, Any]]:
             "per_seed": [r.__dict__ for r in runs],
         }
     return rows
+
+
+def ratio_cell(value: float | None) -> str:
+    """A ratio for a table (``—`` when there is none)."""
+    return "—" if value is None or value != value else f"{value:.2f}"

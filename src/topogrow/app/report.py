@@ -8,14 +8,10 @@ from pathlib import Path
 from topogrow._io import write_atomic, write_json_atomic
 from topogrow.app.experiment import DEPTH_SEARCH, Comparison, RunResult
 from topogrow.app.paired import paired_cell
-from topogrow.app.quality import summary
+from topogrow.app.quality import ratio_cell, summary
 from topogrow.growth import GrowthConfig
 
 __all__ = ["comparison_table", "plot_comparison", "plot_quality", "plot_runs", "save_figure", "write_json_atomic"]
-
-
-def _ratio(value: float | None) -> str:
-    return "—" if value is None or value != value else f"{value:.2f}"
 
 
 def comparison_table(comparison: Comparison, reference: str | None = None) -> str:
@@ -45,8 +41,9 @@ def comparison_table(comparison: Comparison, reference: str | None = None) -> st
         q_cells = "— | — | — | — | —"
         if q is not None:
             q_cells = (
-                f"{_ratio(q['flops_to_quality'])} | {_ratio(q['wall_to_quality'])} | {q['reached']}/{q['seeds']} | "
-                f"{_ratio(q['total_vs_search'])} | {_ratio(q['total_vs_reference'])}"
+                f"{ratio_cell(q['flops_to_quality'])} | {ratio_cell(q['wall_to_quality'])} | "
+                f"{q['reached']}/{q['seeds']} | "
+                f"{ratio_cell(q['total_vs_search'])} | {ratio_cell(q['total_vs_reference'])}"
             )
         lines.append(
             f"| {r['strategy']} | {r['metric_mean']:.4f} ± {r['metric_std']:.4f}{mark} | {vs_cell} | "
@@ -94,12 +91,14 @@ def plot_quality(comparison: Comparison, path: str | Path) -> Path:
         grid = np.geomspace(low, high, 200)
         for index, (strategy, runs) in enumerate(curves.items()):
             values = np.array([np.interp(grid, f, v, left=np.nan, right=v[-1]) for f, v in runs])
-            median = np.nanmedian(values, axis=0) if np.isfinite(values).any() else values[0]
+            started = np.isfinite(values).any(axis=0)  # FLOPs before every run's first epoch: no point
+            values = values[:, started]
             style = dict(color="black", linestyle="--") if strategy == DEPTH_SEARCH else dict(color=f"C{index % 10}")
             label = "reference (best depth)" if strategy == DEPTH_SEARCH else strategy
-            axes.plot(grid, median, label=label, **style)
+            axes.plot(grid[started], np.nanmedian(values, axis=0), label=label, **style)
             if len(runs) > 1:
-                axes.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.15, **style)
+                low_band, high_band = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+                axes.fill_between(grid[started], low_band, high_band, alpha=0.15, color=style["color"])
         axes.set_xscale("log")
         axes.set_yscale("log")
     axes.set_xlabel("cumulative FLOPs")

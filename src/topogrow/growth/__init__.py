@@ -1,5 +1,6 @@
-"""Growth policy: when (schedules), the learning rate (lr_schedules), where and how (strategies), epsilon (line search), the loop
-and what hangs on it (callbacks, checkpoints, several processes), transfer learning (adapt)."""
+"""Growth policy: when (schedules), the learning rate (lr_schedules), where and how (strategies),
+epsilon (line search), the loop and what hangs on it (callbacks, checkpoints, several processes),
+transfer learning (adapt)."""
 
 from topogrow.growth.callbacks import (
     Callback,

@@ -53,7 +53,11 @@ class Budget(Callback):
                 self.flops = float(self.given.split()[0]) * self.counter.epoch_flops(grower)
             else:
                 self.flops = float(self.given)
-            grower.history.budget = {"given": self.given, "flops": self.flops, "growth_limit": GROWTH_SHARE * self.flops}
+            grower.history.budget = {
+                "given": self.given,
+                "flops": self.flops,
+                "growth_limit": GROWTH_SHARE * self.flops,
+            }
 
     def horizon(self, grower) -> int:
         """Epochs the budget leaves from now at the current network's cost (at least 1)."""

@@ -71,7 +71,9 @@ class RunCheckpoints:
             "loss": grower.loss_name,
             "progress": state.to_dict(),
             "callbacks": encode_state(grower.callback_states(), tensors),
-            "scheduler": None if grower.scheduler is None else encode_state(grower.scheduler.state_dict(), tensors, "scheduler"),
+            "scheduler": None
+            if grower.scheduler is None
+            else encode_state(grower.scheduler.state_dict(), tensors, "scheduler"),
             "history": grower.history.to_dict(),
             "metadata": grower.metadata,
         }

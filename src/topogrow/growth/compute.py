@@ -126,7 +126,9 @@ class ComputeCounter(Callback):
 
 def _pass_flops(forward: float, shapes: list[tuple[int, int, int]], samples: int, drawn: int | None) -> float:
     """A topological-derivative pass over ``samples`` samples (``drawn`` positions of each, or all)."""
-    blocks = sum(2.0 * samples * (min(p, drawn) if drawn else p) * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes)
+    blocks = sum(
+        2.0 * samples * (min(p, drawn) if drawn else p) * n * m * m + EIGH_COST * n * m**3 for n, m, p in shapes
+    )
     return 3 * forward * samples + blocks
 
 

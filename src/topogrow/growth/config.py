@@ -201,7 +201,9 @@ class GrowthConfig:
             LR_SCHEDULES.check(self.lr_schedule)
         check_real("lr_factor", self.lr_factor, positive=True)
         if not self.lr_factor < 1:
-            raise ValueError(f"lr_factor multiplies the learning rate on a plateau and must be < 1, got {self.lr_factor!r}")
+            raise ValueError(
+                f"lr_factor multiplies the learning rate on a plateau and must be < 1, got {self.lr_factor!r}"
+            )
         patience = self.early_stopping_patience
         if isinstance(patience, str) and patience.isdigit():  # from the command line
             object.__setattr__(self, "early_stopping_patience", patience := int(patience))

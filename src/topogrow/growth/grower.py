@@ -22,8 +22,8 @@ import torch
 
 from topogrow._validation import check_int, one_line
 from topogrow.core.losses import Loss, resolve_loss
-from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
 from topogrow.growth.budget import Budget
+from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
 from topogrow.growth.checkpoint import Checkpoint, CheckpointError, load_optimizer_state, read_checkpoint, restore_rng
 from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.compute import ComputeCounter
@@ -279,7 +279,9 @@ class Grower:
         try:
             self._call("on_fit_start")
             self.optimizer = self._build_optimizer(None if resume is None else resume.optimizer["groups"])
-            horizon = self.budget.horizon(self) if self.budget is not None else planned_epochs(self.config, self.model.depth)
+            horizon = (
+                self.budget.horizon(self) if self.budget is not None else planned_epochs(self.config, self.model.depth)
+            )
             self.scheduler = make_lr_scheduler(self.optimizer, self.config, horizon)
             if resume is None:
                 self._call("on_stage_start")
@@ -509,10 +511,14 @@ class Grower:
             try:
                 parameters = [{"params": [named[name] for name in group["params"]]} for group in groups]
             except (KeyError, TypeError):
-                raise CheckpointError(f"{self._resume.path}: the optimiser's parameters do not match the model's") from None
+                raise CheckpointError(
+                    f"{self._resume.path}: the optimiser's parameters do not match the model's"
+                ) from None
         optimizer = self.make_optimizer(parameters)
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"the optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         return optimizer
 
     def _generators_to_keep(self) -> dict[str, torch.Generator]:

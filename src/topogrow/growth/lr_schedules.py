@@ -48,7 +48,9 @@ def _constant(optimizer: torch.optim.Optimizer, config, horizon: int) -> None:
     return None
 
 
-@register_lr_schedule("cosine", help="one cosine decay over the planned run (budget or epoch caps), warmup_epochs first")
+@register_lr_schedule(
+    "cosine", help="one cosine decay over the planned run (budget or epoch caps), warmup_epochs first"
+)
 def _cosine(optimizer: torch.optim.Optimizer, config, horizon: int) -> LambdaLR:
     return LambdaLR(optimizer, CosineDecay(horizon, config.warmup_epochs))
 

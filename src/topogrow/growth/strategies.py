@@ -478,7 +478,7 @@ class SmallLayers(Callback):
 
 @register_strategy(
     "small-init",
-    help="no growth: the network of depth max_depth from the start, its extra layers small (compare: the reference depth)",
+    help="no growth: depth max_depth from the start, the extra layers small (compare: at the reference depth)",
 )
 @dataclass(frozen=True)
 class SmallInit(NoGrowth):
