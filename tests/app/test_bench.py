@@ -48,3 +48,18 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
 def test_bench_rejects_unknown_sections(capsys):
     assert main(["bench", "--quick", "--sections", "td_vs_epoh"]) == 2
     assert "td_vs_epoch" in capsys.readouterr().err
+
+
+def test_the_location_cost_section_puts_the_default_decision_within_an_epoch():
+    from topogrow.app.bench import BenchConfig, goals_met, run_bench
+
+    results = run_bench(BenchConfig(quick=True, threads=1, sections=("location_cost",)))
+    rows = results["location_cost"]
+    assert {r["task"] for r in rows} == {"heat-inverse", "california"}
+    for row in rows:
+        # before: the eigenpair pass read every sample of these small sets, many epochs
+        assert row["before"]["samples"] == row["n_train"] and row["before"]["epochs"] > 5
+        assert 0 < row["after"]["samples"] < row["n_train"]
+        assert 0 < row["after"]["epochs"] <= 1.0
+        assert 0 < row["mu_kept"] <= 1.0
+    assert goals_met(results)["location_cost"] is True

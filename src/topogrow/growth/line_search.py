@@ -20,6 +20,18 @@ LINE_SEARCHES: tuple[str, ...] = ("model", "grid")
 #: Samples of the probe subset the model search brackets epsilon on (the first ones of the line-search set).
 PROBE_SAMPLES = 1024
 
+#: A proposal inserted at its own epsilon (``small-where``, ``td-where``...) is evaluated only to record
+#: the change of the loss: on this fraction of the line-search set (at most ``PROBE_SAMPLES``), so that
+#: with a location-only pass of 0.75 epoch the decision stays within one epoch (two evaluations: 1/12).
+RECORD_FRACTION = 1 / 8
+
+
+def record_samples(samples: int) -> int:
+    """The samples of a line-search set of ``samples`` on which an insertion at a given epsilon measures
+    its change: ``ceil(samples * RECORD_FRACTION)``, at least 1 and at most ``PROBE_SAMPLES``."""
+    return max(1, min(PROBE_SAMPLES, math.ceil(samples * RECORD_FRACTION)))
+
+
 #: The model search starts where the quadratic model predicts this fraction of the loss as decrease
 #: (0.02: the median, over the 458 insertions with a curvature in results/*/compare.json, of the decrease
 #: the quadratic model predicts at the grid's epsilon, relative to the training loss).
