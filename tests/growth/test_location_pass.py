@@ -4,7 +4,8 @@ import torch
 
 from topogrow import ResidualMLP
 from topogrow.growth import GrowthConfig
-from topogrow.growth.context import LOCATION_BUDGET, StageContext
+from topogrow.growth.config import LOCATION_BUDGET
+from topogrow.growth.context import StageContext
 from topogrow.growth.strategies import make_strategy
 
 

@@ -458,7 +458,7 @@ def bench_location_cost(cfg: BenchConfig) -> list[dict[str, Any]]:
     from topogrow.core.location import location_derivative
     from topogrow.core.topological_derivative import EIGH_COST
     from topogrow.growth.compute import _block_shapes, forward_flops
-    from topogrow.growth.context import LOCATION_BUDGET
+    from topogrow.growth.config import LOCATION_BUDGET
     from topogrow.growth.line_search import record_samples
 
     device, growth = cfg.torch_device, GrowthConfig()

@@ -100,6 +100,10 @@ class ComputeCounter(Callback):
         if pending is None or not pending[0].has_derivative:
             return
         context, forward, shapes = pending
+        counted = context.derivative_flops
+        if counted is not None:  # the location-only pass counted its own FLOPs
+            self._add(grower, "topological_derivative", counted)
+            return
         record = context.record
         samples = record.td_samples if record is not None and record.td_samples else self._samples(grower.train_source)
         sampled = record is not None and record.td_error is not None  # a sampled pass: positions drawn too

@@ -27,6 +27,15 @@ from topogrow.nn.blocks import BLOCKS
 #: standard error of the best mu is 13-26 % on California.
 AUTO_SAMPLES = (1024, 2048)
 
+#: The FLOPs a location-only topological-derivative pass may spend by default (``td_budget``), in
+#: epochs of the current network: it leaves a quarter of an epoch to the insertion's evaluations,
+#: so that the decision costs at most one epoch (``topogrow bench --sections location_cost``).
+LOCATION_BUDGET = 0.75
+
+#: How a strategy that needs only the location estimates mu_l (``td_location``): ``"lanczos"``
+#: (budgeted, :func:`~topogrow.core.location.location_derivative`) or ``"exact"`` (the pass ``td`` uses).
+LOCATION_METHODS = ("lanczos", "exact")
+
 
 def parse_budget(budget: float | str | None) -> float | str | None:
     """A budget as FLOPs (a positive float) or ``"<N> epochs"`` (normalised); one-line errors."""
@@ -122,6 +131,12 @@ class GrowthConfig:
             ``"all"`` reads every sample and position (the paper's pass). Distributed runs and
             ``block`` runs read all.
         td_rel_error: the relative error of the decision at which an ``"auto"`` pass stops.
+        td_location: how strategies that need only the location (``small-where``, ``td-where``)
+            estimate mu_l: ``"lanczos"`` (two block products per location from a sample subset
+            within ``td_budget``, :func:`~topogrow.core.location.location_derivative`) or
+            ``"exact"`` (the pass above, with eigenvectors).
+        td_budget: the FLOPs the ``"lanczos"`` location pass may spend, in epochs of the current
+            network (``None``: no limit but ``td_samples``'s cap).
         eigen_tol: relative accuracy of the matrix-free eigenvalues (``block`` runs).
         line_search_samples: training samples the line search evaluates (a fixed subset).
         line_search: how epsilon is chosen: ``"model"`` brackets it from the quadratic model and a
@@ -168,6 +183,8 @@ class GrowthConfig:
     td_batch_size: int = 1024
     td_samples: int | str = "auto"
     td_rel_error: float = 0.1
+    td_location: str = "lanczos"
+    td_budget: float | None = LOCATION_BUDGET
     eigen_tol: float = 1e-3
     line_search_samples: int = 8192
     line_search: str = "model"
@@ -218,6 +235,10 @@ class GrowthConfig:
         check_bool("rollback", self.rollback)
         if self.on_reject not in ("stop", "retry"):
             raise ValueError(f"on_reject must be 'stop' or 'retry', got {self.on_reject!r}")
+        if self.td_location not in LOCATION_METHODS:
+            raise unknown_name_error("td_location", self.td_location, LOCATION_METHODS)
+        if self.td_budget is not None:
+            check_real("td_budget", self.td_budget, positive=True)
         if self.line_search not in LINE_SEARCHES:
             raise unknown_name_error("line search", self.line_search, LINE_SEARCHES)
         if isinstance(self.td_samples, str) and self.td_samples.isdigit():  # from the command line

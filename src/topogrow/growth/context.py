@@ -26,16 +26,6 @@ NUMERICAL_FAULTS: tuple[type[BaseException], ...] = (FloatingPointError, torch.l
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
-#: The FLOPs a location-only topological-derivative pass may spend, in epochs of the current
-#: network: it leaves a quarter of an epoch to the insertion's evaluations, so that the decision
-#: costs at most one epoch (``topogrow bench --sections location_cost``).
-LOCATION_BUDGET = 0.75
-
-#: How a strategy that needs only the location estimates mu_l (``GrowthConfig.td_location``):
-#: ``"lanczos"`` (budgeted, :func:`~topogrow.core.location.location_derivative`) or ``"exact"``
-#: (the pass ``td`` uses).
-LOCATION_METHODS = ("lanczos", "exact")
-
 
 class StageFault(Exception):
     """This stage's insertion cannot be decided (a numerical fault); the loop skips it and trains on."""
@@ -188,7 +178,7 @@ class StageContext:
         ``keep`` also keeps the blocks (or matrix-free operators, or the samples read) for
         ``quadratic_form``; it forces the block solver on the closed form. ``location_only``: the
         caller needs only the eigenvalues mu_l (where to insert): the closed form is then estimated
-        by :func:`~topogrow.core.location.location_derivative` within :data:`LOCATION_BUDGET`
+        by :func:`~topogrow.core.location.location_derivative` within :data:`~topogrow.growth.config.LOCATION_BUDGET`
         epochs, its eigenvectors only approximate (a full pass already computed serves as well).
         Raises :class:`StageFault` on a numerical fault or non-finite eigenvalues, and
         :class:`StopGrowth` when no insertion lowers the loss (every mu_l <= ``config.tolerance``,
@@ -229,8 +219,7 @@ class StageContext:
         """Whether a ``location_only`` request gets the budgeted estimate: the closed form, one
         process, and ``td_location == "lanczos"``."""
         cfg = self.config
-        method = getattr(cfg, "td_location", "lanczos")  # GrowthConfig.td_location, see LOCATION_METHODS
-        return location_only and method == "lanczos" and cfg.block is None and self.reduce is None
+        return location_only and cfg.td_location == "lanczos" and cfg.block is None and self.reduce is None
 
     def _compute(self, keep: bool, location_only: bool = False):
         cfg = self.config
@@ -267,8 +256,9 @@ class StageContext:
 
     def _location_estimate(self, keep: bool):
         """The budgeted location-only pass: at most ``td_budget`` epochs (default
-        :data:`LOCATION_BUDGET`), at most the samples ``td_samples`` allows (2,048 for ``"auto"``),
-        positions drawn as the sampled pass draws them; its own generator, drawn from the run's."""
+        :data:`~topogrow.growth.config.LOCATION_BUDGET`), at most the samples ``td_samples`` allows
+        (2,048 for ``"auto"``), positions drawn as the sampled pass draws them; its own generator,
+        drawn from the run's."""
         cfg = self.config
         sampling = cfg.sampling
         seed = int(torch.randint(2**62, (1,), generator=self.generator))
@@ -276,7 +266,7 @@ class StageContext:
             self.model,
             self.data,
             self.loss,
-            budget=getattr(cfg, "td_budget", LOCATION_BUDGET),  # GrowthConfig.td_budget
+            budget=cfg.td_budget,
             max_samples=None if sampling is None else sampling.max_samples,
             positions=None if sampling is None else sampling.positions,
             batch_size=cfg.td_batch_size if sampling is None else sampling.batch_size,

@@ -41,7 +41,7 @@ from topogrow.growth.data import (
 from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_proposal
-from topogrow.growth.line_search import PROBE_SAMPLES
+from topogrow.growth.line_search import PROBE_SAMPLES, record_samples
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
 from topogrow.growth.schedules import Schedule, make_schedule
@@ -425,6 +425,8 @@ class Grower:
         reduce = self.distributed_run.reduce
         if cfg.line_search == "model" and isinstance(data, list):  # evaluated many times: larger batches
             data = regroup(data, cfg.validation_batch_size)
+        if not proposal.line_search:  # inserted at its own epsilon: the change is only recorded
+            data, _ = first_samples(data, record_samples(count_samples(data)))
         probe, whole = data, True
         if cfg.line_search == "model" and proposal.line_search:  # the first samples of each process's share
             probe, whole = first_samples(data, math.ceil(PROBE_SAMPLES / world_size()))
