@@ -106,13 +106,14 @@ def test_cli_compare_end_to_end(tmp_path, capsys):
     assert len(runs) == 8 and {r["seed"] for r in runs} == {0, 1}
     for seed in (0, 1):
         by = {r["strategy"]: r for r in runs if r["seed"] == seed}
-        assert by["scratch"]["final_depth"] == by["td"]["final_depth"]
-        assert by["scratch"]["total_epochs"] == by["td"]["total_epochs"]
+        assert by["scratch"]["spec"] == by["td"]["spec"]  # td's architecture, trained from scratch by the same rule
+        assert {e["depth"] for e in by["scratch"]["history"]["epochs"]} == {by["td"]["final_depth"]}
         zero_locations = [s["location"] for s in by["zero"]["history"]["stages"] if s["location"] is not None]
         assert zero_locations == [1, 2]  # always right before the head
     assert {row["strategy"] for row in payload["summary"]} == {"td", "random", "zero", "scratch"}
-    assert (tmp_path / "compare.png").stat().st_size > 10_000
+    assert (tmp_path / "compare.png").stat().st_size > 10_000 and (tmp_path / "quality.png").stat().st_size > 10_000
     assert (tmp_path / "compare.md").read_text().startswith("| strategy |")
+    assert payload["quality"] == {}  # no reference (depth-search) in this comparison
 
 
 def test_cli_config_file_then_command_line(tmp_path, capsys):

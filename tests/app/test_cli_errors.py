@@ -98,7 +98,7 @@ def test_a_skipped_insertion_is_a_one_line_warning_and_the_run_goes_on(monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(core, "topological_derivative", faulty)
-    argv = ["run", "synthetic", *SMALL, "--max-depth", "2", "--growth-patience", "3", "--out", str(tmp_path)]
+    argv = ["run", "synthetic", *SMALL, "--strategy", "td", "--growth-patience", "3", "--out", str(tmp_path)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     warning = [line for line in captured.err.splitlines() if "warning" in line]

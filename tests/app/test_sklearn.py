@@ -110,6 +110,8 @@ def test_get_params_set_params_round_trip():
         epochs_per_stage=2,
         final_epochs=0,
         lr=0.005,
+        lr_schedule="cosine",
+        budget="40 epochs",
         batch_size=16,
         early_stopping=False,
         validation_fraction=0.0,

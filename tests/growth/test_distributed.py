@@ -151,9 +151,9 @@ def test_two_processes_grow_like_one(tmp_path):
 
     # the growth runs: same decisions, same numbers up to rounding
     assert [s["location"] for s in rank0["stages"]] == [s["location"] for s in one["stages"]]
-    # (the model line search refines epsilon from losses: equal up to their rounding)
+    # (the model line search refines epsilon from losses: equal up to their rounding, as the losses below)
     epsilons = [(s["epsilon"], t["epsilon"]) for s, t in zip(rank0["stages"], one["stages"], strict=True)]
-    assert all(ours == theirs or ours == pytest.approx(theirs, rel=1e-5) for ours, theirs in epsilons)
+    assert all(ours == theirs or ours == pytest.approx(theirs, rel=1e-4) for ours, theirs in epsilons)
     for ours, theirs in zip(rank0["stages"], one["stages"], strict=True):
         if theirs["eigenvalues"] is not None:
             torch.testing.assert_close(

@@ -13,6 +13,7 @@ from topogrow import Grower, ResidualMLP, core
 from topogrow.app.cli import main
 from topogrow.growth import STRATEGIES, Proposal, Strategy, register_strategy
 from topogrow.growth import checkpoint as ckpt
+from topogrow.growth import context
 
 config = helpers.short_growth_config
 RUN = helpers.CLI_RUN
@@ -23,8 +24,11 @@ def regression_data(n_samples: int, seed: int):
 
 
 # ------------------------------------------------------ numerical faults
-def test_nan_adjoints_skip_the_insertion_with_a_warning_and_training_goes_on(monkeypatch, tmp_path):
-    real = core.topological_derivative
+@pytest.mark.parametrize("strategy", ["td", "small-where"])
+def test_nan_adjoints_skip_the_insertion_with_a_warning_and_training_goes_on(strategy, monkeypatch, tmp_path):
+    # td takes the exact pass; small-where the location-only one
+    owner, name = (core, "topological_derivative") if strategy == "td" else (context, "location_derivative")
+    real = getattr(owner, name)
     calls = []
 
     def faulty(model, data, loss, **kwargs):
@@ -33,8 +37,8 @@ def test_nan_adjoints_skip_the_insertion_with_a_warning_and_training_goes_on(mon
             raise FloatingPointError("the Hessian blocks contain NaN or inf: the adjoints are not finite")
         return real(model, data, loss, **kwargs)
 
-    monkeypatch.setattr(core, "topological_derivative", faulty)  # what the stage context calls
-    grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(max_depth=3, growth_patience=3))
+    monkeypatch.setattr(owner, name, faulty)  # what the stage context calls
+    grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(max_depth=3, growth_patience=3, strategy=strategy))
     with pytest.warns(RuntimeWarning, match=r"stage 0 \(epoch 2, depth 1\): insertion skipped: .*NaN"):
         history = grower.fit(regression_data(100, seed=1), checkpoint_dir=tmp_path)
     assert history.stages[0].location is None and "NaN" in history.stages[0].note
@@ -48,7 +52,7 @@ def test_a_singular_or_non_finite_block_skips_and_repeated_faults_stop_growth(mo
         raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
 
     monkeypatch.setattr(core, "topological_derivative", singular)
-    grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(growth_patience=2))
+    grower = Grower(ResidualMLP(4, 4, 1, 1), "mse", config(growth_patience=2, strategy="td"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = grower.fit(regression_data(100, seed=1))

@@ -136,7 +136,7 @@ def test_unknown_strategy_suggests_the_closest(name, suggestion):
 
 def test_config_validation():
     growth = {"td", "td-where", "td-how", "random", "zero", "scratch", "forward-thinking", "sensli"}
-    growth |= {"td-eigenspace", "small", "small-where", "no-growth"}
+    growth |= {"td-eigenspace", "small", "small-where", "no-growth", "small-init"}
     transfer = {"td", "small-where", "td-eigenspace", "random-location", "zero-location", "head-only", "full", "lora"}
     assert set(growth_strategies()) == growth and set(transfer_strategies()) == transfer
     assert set(STRATEGIES) == growth | transfer
@@ -268,6 +268,9 @@ def test_every_strategy_runs(strategy, train_val):
     assert history.strategy == strategy
     ids = optimizer_parameter_ids(grower.optimizer)
     assert set(ids) == {id(p) for p in grower.model.parameters()}
+    if strategy == "small-init":  # the layers go in before training, small: no stage inserts one
+        assert grower.model.depth == 3 and history.insertions == [] and {e.depth for e in history.epochs} == {3}
+        return
     if not inserts_layers(strategy):
         assert grower.model.depth == 1
         assert history.insertions == []

@@ -292,9 +292,9 @@ def test_td_where_keeps_the_blocks_only_where_they_are_cheap(monkeypatch):
     calls = []
     real = StageContext.topological_derivative
 
-    def spy(self, keep=False):
+    def spy(self, keep=False, location_only=False):
         calls.append(keep)
-        return real(self, keep)
+        return real(self, keep, location_only)
 
     monkeypatch.setattr(StageContext, "topological_derivative", spy)
     (wide,) = Grower(model(), "mse", cfg).fit(data()).insertions

@@ -206,7 +206,8 @@ def test_dataloader_and_float32():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
     result = adapt(model, loader, "mse", n_layers=1, epochs=3, lr=1e-2)
     assert result.n_inserted == 1 and len(result.history) == 3
-    assert result.line_searches[0].loss_after <= result.line_searches[0].loss_before
+    search = result.line_searches[0]  # small-where inserts its small layer as drawn, and records the change
+    assert search.epsilon == 1.0 and abs(search.loss_after - search.loss_before) < 0.01 * search.loss_before
     assert result.final_loss < result.initial_loss
 
 
