@@ -11,9 +11,8 @@ import helpers
 import topogrow
 from topogrow import Grower, ResidualMLP, core
 from topogrow.app.cli import main
-from topogrow.growth import STRATEGIES, Proposal, Strategy, register_strategy
+from topogrow.growth import STRATEGIES, Proposal, Strategy, context, register_strategy
 from topogrow.growth import checkpoint as ckpt
-from topogrow.growth import context
 
 config = helpers.short_growth_config
 RUN = helpers.CLI_RUN
