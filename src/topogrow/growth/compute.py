@@ -111,13 +111,16 @@ class ComputeCounter(Callback):
         self._add(grower, "topological_derivative", _pass_flops(forward, shapes, samples, drawn))
 
     def decision_flops(self, grower) -> float:
-        """A bound on what deciding an insertion into the model as it is costs: a pass over every
-        training sample and position, and a line search of ``LINE_SEARCH_PASSES`` forward passes
-        over its set."""
-        forward, probe = self._per_sample(grower), _probe(grower)
-        shapes = [] if probe is None else _block_shapes(grower.model, probe)
+        """A bound on what deciding an insertion into the model as it is costs: the location-only
+        pass's budget (``td_budget`` training epochs) for a strategy that asks only for the location,
+        else a pass over every training sample and position; and a line search of
+        ``LINE_SEARCH_PASSES`` forward passes over its set."""
+        forward, probe, cfg = self._per_sample(grower), _probe(grower), grower.config
         samples = self._samples(grower.train_source)
-        search = LINE_SEARCH_PASSES * forward * min(samples, grower.config.line_search_samples)
+        search = LINE_SEARCH_PASSES * forward * min(samples, cfg.line_search_samples)
+        if grower.strategy.location_only and cfg.td_location == "lanczos" and cfg.td_budget is not None:
+            return cfg.td_budget * 3 * forward * samples + search
+        shapes = [] if probe is None else _block_shapes(grower.model, probe)
         return _pass_flops(forward, shapes, samples, None) + search
 
     def on_insert(self, grower, insertion):

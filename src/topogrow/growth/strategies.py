@@ -118,11 +118,13 @@ class Strategy:
 
     ``for_growth`` and ``for_transfer`` say where the strategy is offered: ``topogrow
     compare`` runs the growth strategies by default, :func:`~topogrow.growth.transfer.adapt`
-    accepts the transfer ones.
+    accepts the transfer ones; ``location_only`` that it needs only mu_l (what a budget plans for).
     """
 
     for_growth: ClassVar[bool] = True
     for_transfer: ClassVar[bool] = False
+    #: whether it asks the topological derivative only for the location (the budgeted pass)
+    location_only: ClassVar[bool] = False
 
     name: str = "base"
     neurons: int | None = None
@@ -201,6 +203,8 @@ class TDWhere(Strategy):
     location-only pass); the samples it read (or the blocks, or operators) are kept just for the
     predicted change of the drawn layer, and only where they are cheap (patches of at most
     :data:`KEEP_LIMIT`); wider layers get no prediction."""
+
+    location_only: ClassVar[bool] = True
 
     name: str = "td-where"
 
@@ -364,6 +368,7 @@ class SmallWhere(Small):
     Only the location is needed: the budgeted location-only pass (``location_only=True``)."""
 
     for_transfer: ClassVar[bool] = True
+    location_only: ClassVar[bool] = True
 
     name: str = "small-where"
 
