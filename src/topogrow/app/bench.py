@@ -1028,6 +1028,14 @@ def markdown_table(results: dict[str, Any]) -> str:
     ]
     dev = machine["device"]
     goals = results.get("goals", {})
+    for r in results.get("location_cost", []):
+        after, before = r["after"]["epochs"], r["before"]["epochs"]
+        lines.append(
+            f"| decision per insertion / one epoch of the current network | {r['row']}, depth {r['depth']}: "
+            f"location-only pass on {r['after'].get('samples', '?')} samples and the insertion's evaluations "
+            f"(the eigenpair pass and search: {before:.2f}) | {dev} | **{after:.2f}** | <= {LOCATION_GOAL:g} "
+            f"| {_mark(after <= LOCATION_GOAL)} |"
+        )
     for r in results.get("td_vs_epoch", []):
         if r["solver"] not in ("auto", "sampled"):
             continue
