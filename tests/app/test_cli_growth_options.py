@@ -9,6 +9,7 @@ import pytest
 
 from topogrow import GrowthConfig
 from topogrow.app import cli
+from topogrow.app.cli import main
 
 
 def _options(verb: str) -> dict[str, argparse.Action]:
@@ -142,3 +143,27 @@ def test_config_file_precedence_for_generated_options(tmp_path):
     assert (growth.min_delta, growth.td_batch_size, growth.lr, growth.epsilons) == (0.01, 16, 0.25, (0.1,))
     args = _parse(["run", "synthetic", "--config", str(config), "--td-batch", "8"])  # an abbreviation counts too
     assert cli._configs(args)[0].td_batch_size == 8
+
+
+def test_compare_overrides_one_strategys_config(tmp_path):
+    args = ["compare", "synthetic", "--seeds", "1", "--strategies", "td,small-where", "--width", "6"]
+    args += ["--max-depth", "2", "--epochs-per-stage", "1", "--final-epochs", "2", "--quiet", "--out", str(tmp_path)]
+    assert main([*args, "--override", "td:line_search=grid,td_samples=all,rollback=false,epochs_per_stage=2"]) == 0
+    payload = json.loads((tmp_path / "compare.json").read_text())
+    assert payload["overrides"] == {
+        "td": {"line_search": "grid", "td_samples": "all", "rollback": False, "epochs_per_stage": 2}
+    }
+    by = {r["strategy"]: r for r in payload["runs"]}
+    assert by["td"]["history"]["stages"][0]["epoch"] == 2 and by["small-where"]["history"]["stages"][0]["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [("td:lr", "STRATEGY:KEY=VALUE"), ("td:lrr=0.1", "did you mean 'lr'"), ("td:rollback=maybe", "true or false")],
+)
+def test_a_bad_override_is_a_one_line_error(bad, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "synthetic", "--strategies", "td", "--override", bad, "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

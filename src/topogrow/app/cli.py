@@ -22,7 +22,7 @@ import torch
 
 import topogrow
 from topogrow._io import write_json_atomic, write_text_atomic
-from topogrow._validation import one_line
+from topogrow._validation import one_line, unknown_name_error
 from topogrow.app.experiment import DEPTH_SEARCH, MODELS, ModelConfig, compare, run
 from topogrow.app.outdir import check_folder, locked
 from topogrow.app.provenance import provenance
@@ -156,6 +156,31 @@ def option_kind(annotation: object) -> dict[str, Any] | None:
     if "str" in parts:
         return {"type": str}
     return None
+
+
+def override(text: str) -> tuple[str, dict[str, Any]]:
+    """``--override STRATEGY:KEY=VALUE,...`` as ``(strategy, {key: value})``, each value read as its
+    :class:`GrowthConfig` field's type (``true``/``false`` for a flag)."""
+    strategy, _, pairs = text.partition(":")
+    fields = {f.name: f for f in dataclasses.fields(GrowthConfig)}
+    changes: dict[str, Any] = {}
+    for pair in pairs.split(","):
+        key, equals, value = (part.strip() for part in pair.partition("="))
+        if not strategy.strip() or not equals or not key:
+            raise argparse.ArgumentTypeError(f"expected STRATEGY:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+        if key not in fields:
+            raise argparse.ArgumentTypeError(str(unknown_name_error("config key", key, fields)))
+        kind = option_kind(fields[key].type) or {}
+        if kind.get("action") is _GivenBool:
+            if value.lower() not in ("true", "false"):
+                raise argparse.ArgumentTypeError(f"{key} is true or false, got {value!r}")
+            changes[key] = value.lower() == "true"
+            continue
+        try:
+            changes[key] = kind.get("type", str)(value)
+        except (ValueError, argparse.ArgumentTypeError) as error:
+            raise argparse.ArgumentTypeError(f"{key}={value!r}: {one_line(error)}") from None
+    return strategy.strip(), changes
 
 
 class _Given(argparse.Action):
@@ -378,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_comma_list(float),
         metavar="FLOAT,...",
         help="learning rates every arm (the reference included) chooses from on validation (default: --lr only)",
+    )
+    compare_parser.add_argument(
+        "--override",
+        type=override,
+        action="append",
+        metavar="STRATEGY:KEY=VALUE,...",
+        help="change the config of one strategy, e.g. td:line_search=grid,td_samples=all (repeatable)",
     )
     paper_parser = verbs.add_parser(
         "paper",
@@ -713,6 +745,7 @@ def _compare(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         task_factory=factory,
         lrs=tuple(args.lrs or ()),
+        overrides=dict(args.override or ()),
     )
     print(comparison_table(comparison))
     payload = {
