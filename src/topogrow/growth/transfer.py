@@ -338,6 +338,7 @@ def adapt(
         seed=seed,
         early_stopping=False,  # restore_best adds it (every stage, no patience)
         rollback=False,  # n_layers insertions, as asked
+        lr_schedule="constant",  # `epochs` is the budget, shared between the insertions
         device=str(next(model.parameters()).device),
     )
     callbacks: list[Callback] = []
