@@ -331,10 +331,6 @@ class Grower:
         alive = {id(p) for p in parameters.values()}
         held = [p for group in self.optimizer.param_groups for p in group["params"]]
         remove_parameters(self.optimizer, [p for p in held if id(p) not in alive], self.scheduler)
-        held_ids = {id(p) for p in held}
-        missing = [p for p in parameters.values() if id(p) not in held_ids]
-        if missing:
-            add_parameters(self.optimizer, missing, self.scheduler)
         for name, parameter in parameters.items():
             state = snapshot["optimizer"].get(name)
             if state is None:

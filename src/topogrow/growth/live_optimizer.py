@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_parameters", "parameter_groups", "remove_parameters"]
+__all__ = ["add_parameters", "remove_parameters"]
 
 #: The scheduler attributes that hold one entry per parameter group (torch.optim.lr_scheduler).
 PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas", "min_lrs", "max_lrs", "base_momentums", "max_momentums")
@@ -81,8 +81,3 @@ def remove_parameters(
                 if isinstance(values, list) and len(values) == n_before:
                     del values[index]
         n_before -= 1
-
-
-def parameter_groups(optimizer: torch.optim.Optimizer, named: dict[int, str]) -> list[list[str]]:
-    """The optimiser's groups as lists of parameter names (``named``: ``id(p) -> name``)."""
-    return [[named[id(p)] for p in group["params"]] for group in optimizer.param_groups]
