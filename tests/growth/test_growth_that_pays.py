@@ -12,10 +12,11 @@ from scipy import stats
 
 import helpers
 from topogrow import Callback, Grower, GrowthConfig, Proposal, ResidualMLP, Strategy
-from topogrow.app.experiment import ModelConfig, compare
+from topogrow.app.experiment import ModelConfig, compare, run
 from topogrow.app.paired import paired
 from topogrow.app.quality import summary
 from topogrow.app.report import comparison_table
+from topogrow.app.tasks import make_task
 from topogrow.growth import STRATEGIES, register_strategy
 from topogrow.growth.context import StageContext
 from topogrow.growth.strategies import SMALL_SCALE, random_init, random_location
@@ -300,3 +301,21 @@ def test_td_where_keeps_the_blocks_only_where_they_are_cheap(monkeypatch):
     (wide,) = Grower(model(), "mse", cfg).fit(data()).insertions
     assert calls == [False] and wide.predicted_change is None
     assert wide.location == kept.location and wide.eigenvalues == pytest.approx(kept.eigenvalues)
+
+
+def test_every_arm_chooses_its_learning_rate_from_the_same_set_on_validation():
+    growth = GrowthConfig(max_depth=2, epochs_per_stage=1, final_epochs=6, batch_size=32, seed=0)
+    lrs = (1e-4, 3e-2)
+    strategies = ("small-where", "depth-search")
+    comparison = compare("synthetic", strategies, 1, growth, ModelConfig(width=6), n_train=200, progress=False, lrs=lrs)
+    assert comparison.lrs == lrs
+    task = make_task("synthetic", seed=0, n_train=200)
+    for result in comparison.results:  # the kept run is the better of the two on validation
+        name = "no-growth" if result.strategy == "depth-search" else result.strategy
+        depth = result.final_depth if result.strategy == "depth-search" else None
+        each = [
+            run(task, growth.replace(strategy=name, lr=lr), ModelConfig(width=6), initial_depth=depth)[0] for lr in lrs
+        ]
+        best = min(each, key=lambda r: min(e.val_loss for e in r.history.epochs))
+        assert result.history.epochs[0].lr == best.history.epochs[0].lr and result.metric == best.metric
+    assert {r.history.epochs[0].lr for r in comparison.results} != {1e-4}  # not simply the first
