@@ -325,3 +325,24 @@ def test_adapt_uses_the_librarys_default_strategy():
     model, data, loss = _mlp_task()
     result = adapt(model, data, loss, n_layers=1, epochs=1, batch_size=16)
     assert result.strategy == GrowthConfig().strategy == "small-where" and result.n_inserted == 1
+
+
+def test_adapt_trains_to_convergence_by_default():
+    """epochs=None: a stage after each insertion but the last, then the default rule: the run ends
+    stop_patience epochs after its best validation loss, and that epoch is the one kept."""
+    torch.manual_seed(0)
+    model = ResidualMLP(in_features=3, width=6, depth=1, out_features=1)
+    x = torch.randn(96, 3)
+    y = torch.tanh(x.sum(dim=1, keepdim=True))
+    train, val = (x[:64], y[:64]), (x[64:], y[64:])
+    result = adapt(model, train, "mse", n_layers=2, val_data=val, lr=1e-2, batch_size=16)
+    defaults = GrowthConfig()
+    losses = [e.val_loss for e in result.history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert result.n_inserted == 2 and result.model.depth == 3
+    assert [e.depth for e in result.history[: defaults.epochs_per_stage]] == [2] * defaults.epochs_per_stage
+    assert len(losses) < defaults.epochs_per_stage + defaults.final_epochs  # it converged, not the cap
+    assert len(losses) - 1 - best >= defaults.stop_patience  # nothing gained in the last stop_patience epochs
+    assert result.best_epoch == result.history[best].epoch
+    fixed = adapt(ResidualMLP(3, 6, 1, 1), train, "mse", n_layers=2, epochs=6, val_data=val, batch_size=16)
+    assert len(fixed.history) == 6  # a number of epochs is a fixed budget, as before

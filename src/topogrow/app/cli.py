@@ -488,7 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_parser.add_argument("--seeds", type=int, default=3, help="pretrained networks and draws (default 3)")
     transfer_parser.add_argument("--n-layers", type=int, default=2, help="layers to insert (default %(default)s)")
     transfer_parser.add_argument(
-        "--steps", type=int, default=400, help="Adam steps per adaptation, rounded up to epochs (default %(default)s)"
+        "--steps",
+        type=int,
+        default=None,
+        help="Adam steps per adaptation at a constant rate, rounded up to epochs (default: to convergence)",
     )
     transfer_parser.add_argument("--lr", type=float, default=1e-3, help="(default %(default)s)")
     transfer_parser.add_argument("--batch-size", type=int, default=16, help="(default %(default)s)")

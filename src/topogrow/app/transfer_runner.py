@@ -21,10 +21,11 @@ held-out target data.
 
 Per seed: one pretrained network (its own split and initialisation); per seed and size:
 one draw of the target samples, shared by every strategy. Every strategy adapts a copy of
-the same pretrained network with the same budget (``steps`` Adam steps, rounded up to whole
-epochs of the target samples), and after each insertion keeps the epoch with the lowest
-loss on a fifth of the drawn samples held out for validation (early stopping; those
-samples are not trained on).
+the same pretrained network under the same rule: trained to convergence by the growth loop's
+default rule (``steps=None``: the learning rate halved on plateaus of the validation loss, the
+best epoch kept) or with the same budget (``steps`` Adam steps, rounded up to whole epochs of
+the target samples, the best epoch after each insertion kept). The validation loss is on a
+fifth of the drawn samples, held out (those samples are not trained on).
 ``target-only`` trains a fresh network of the pretrained architecture on the target
 samples alone, the same way: what transfer has to beat.
 """
@@ -199,7 +200,8 @@ class TransferConfig:
     the benchmark's :attr:`Benchmark.samples`). The pretrained network is ``model`` of ``width`` with
     ``depth`` residual layers, trained ``pretrain_epochs`` epochs on the source. Each
     adaptation inserts ``n_layers`` layers (the LoRA baseline is matched to them) and
-    trains for about ``steps`` Adam steps of ``batch_size`` at ``lr``. ``val_fraction`` of
+    trains with ``batch_size`` from ``lr`` to convergence (``steps=None``), or for about
+    ``steps`` Adam steps at a constant ``lr``. ``val_fraction`` of
     the drawn target samples (per class) are held out for early stopping (the epoch with
     the lowest validation loss after each insertion is kept); 0 trains on all of them
     for the whole budget.
@@ -210,7 +212,7 @@ class TransferConfig:
     strategies: tuple[str, ...] = STRATEGIES
     seeds: int = 3
     n_layers: int = 2
-    steps: int = 400
+    steps: int | None = None
     lr: float = 1e-3
     batch_size: int = 16
     model: str = "mlp"
@@ -233,8 +235,10 @@ class TransferConfig:
         for strategy in self.strategies:
             if strategy not in STRATEGIES:
                 raise unknown_name_error("strategy", strategy, STRATEGIES)
-        for name in ("seeds", "n_layers", "steps", "batch_size", "width", "depth", "pretrain_epochs"):
+        for name in ("seeds", "n_layers", "batch_size", "width", "depth", "pretrain_epochs"):
             check_int(name, getattr(self, name), minimum=1)
+        if self.steps is not None:
+            check_int("steps", self.steps, minimum=1)
         if (
             isinstance(self.lr, bool)
             or not isinstance(self.lr, (int, float))
@@ -389,7 +393,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
             (x, y), val = data.draw(size, seed, config.val_fraction)
             target = (_flat(x, config.model), y)
             val = None if val is None else (_flat(val[0], config.model), val[1])
-            epochs = _epochs(len(x), config.batch_size, config.steps)
+            epochs = None if config.steps is None else _epochs(len(x), config.batch_size, config.steps)
             for strategy in config.strategies:
                 bar.set_postfix_str(f"seed {seed}, {size} {BENCHMARKS[config.benchmark].sample_label}, {strategy}")
                 began = time.perf_counter()
@@ -462,8 +466,12 @@ def transfer_table(results: TransferResults) -> str:
         f"(width {config.width}, depth {config.depth}): source {results.metric_name.removeprefix('target ')} "
         f"{source.mean():.4f} ± {source.std(ddof=1) if len(source) > 1 else 0:.4f}; on the target without "
         f"adaptation {before.mean():.4f} ± {before.std(ddof=1) if len(before) > 1 else 0:.4f}. "
-        f"{config.n_layers} inserted layers; about {config.steps} Adam steps (batch {config.batch_size}, "
-        f"lr {config.lr}) per run"
+        f"{config.n_layers} inserted layers; "
+        + (
+            f"every run trained to convergence (batch {config.batch_size}, lr {config.lr} halved on plateaus)"
+            if config.steps is None
+            else f"about {config.steps} Adam steps (batch {config.batch_size}, lr {config.lr}) per run"
+        )
         + (
             f", {config.val_fraction:.0%} of the target samples held out for early stopping"
             if config.val_fraction

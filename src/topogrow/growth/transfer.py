@@ -22,10 +22,13 @@ by its eigenvectors, and train only the new layers (and the head).
   the one whose adapters have closest to as many parameters as ``n_layers`` inserted layers,
   the mean layer size over the locations) makes it a like-for-like baseline for ``"td"``.
 
-Training: after each insertion the trainable parameters train for ``epochs // n_layers``
-epochs with Adam; the remainder ``epochs % n_layers`` is added after the last insertion,
-so ``epochs`` is the total. Without insertions (``n_layers = 0``, ``"head-only"``,
-``"full"``) all ``epochs`` train at once.
+Training: with ``epochs=None`` (the default) to convergence under the growth loop's default
+rule: ``epochs_per_stage`` epochs after each insertion but the last, then until the loss has not
+improved for ``stop_patience`` epochs while the learning rate is halved on plateaus, the best
+epoch restored. With a number of ``epochs``, a fixed budget at a constant learning rate: after
+each insertion the trainable parameters train for ``epochs // n_layers`` epochs with Adam; the
+remainder ``epochs % n_layers`` is added after the last insertion, so ``epochs`` is the total.
+Without insertions (``n_layers = 0``, ``"head-only"``, ``"full"``) all of it trains at once.
 """
 
 from __future__ import annotations
@@ -177,7 +180,8 @@ def _check_arguments(
                 f"got {type(model).__name__}"
             )
     check_int("n_layers", n_layers, minimum=0)
-    check_int("epochs", epochs, minimum=0)
+    if epochs is not None:
+        check_int("epochs", epochs, minimum=0)
     check_int("batch_size", batch_size, minimum=1)
     check_int("seed", seed, minimum=0)
     check_bool("train_head", train_head)
@@ -229,7 +233,7 @@ def adapt(
     loss: str | Loss = "mse",
     n_layers: int = 2,
     train_head: bool = True,
-    epochs: int = 20,
+    epochs: int | None = None,
     lr: float = 1e-3,
     batch_size: int = 64,
     val_data=None,
@@ -260,8 +264,9 @@ def adapt(
         loss: ``"mse"``, ``"cross_entropy"`` or a callable returning the batch mean.
         n_layers: layers to insert, one at a time (ignored by ``"head-only"``, ``"full"``, ``"lora"``).
         train_head: also train the head (always true for ``"full"``).
-        epochs: total training epochs (``epochs // n_layers`` after each insertion, the
-            remainder after the last).
+        epochs: ``None``: train to convergence (the module docstring); else the total training
+            epochs (``epochs // n_layers`` after each insertion, the remainder after the last)
+            at a constant learning rate.
         lr: Adam's learning rate.
         batch_size: mini-batch size for training and evaluation on a pair.
         val_data: optional ``(X, y)`` pair or DataLoader for the per-epoch validation loss.
@@ -320,12 +325,20 @@ def adapt(
     result = AdaptResult(model=model, strategy=strategy)
     result.initial_loss = evaluate_loss(model, evaluation, loss_fn)
     nothing_trains = inserts == 0 and not train_head and strategy not in ("full", "lora")
-    per_stage, remainder = (epochs // inserts, epochs % inserts) if inserts else (epochs, 0)
+    defaults = GrowthConfig()
+    converge = epochs is None
+    if converge:  # a stage after each insertion but the last, then the final phase
+        per_stage, stages = defaults.epochs_per_stage, [defaults.epochs_per_stage] * max(inserts - 1, 0) + [0]
+        final_epochs = 0 if nothing_trains else defaults.final_epochs
+    else:
+        per_stage, remainder = (epochs // inserts, epochs % inserts) if inserts else (epochs, 0)
+        stages = [per_stage] * (inserts - 1) + [per_stage + remainder]
+        final_epochs = 0 if inserts or nothing_trains else epochs
     config = GrowthConfig(
         strategy=strategy,
         max_depth=model.depth + max(inserts, 1),
         epochs_per_stage=max(per_stage, 1),
-        final_epochs=0 if inserts or nothing_trains else epochs,
+        final_epochs=final_epochs,
         tolerance=None,
         growth_patience=inserts + 2,
         neurons=neurons,
@@ -338,7 +351,7 @@ def adapt(
         seed=seed,
         early_stopping=False,  # restore_best adds it (every stage, no patience)
         rollback=False,  # n_layers insertions, as asked
-        lr_schedule="constant",  # `epochs` is the budget, shared between the insertions
+        lr_schedule=defaults.lr_schedule if converge else "constant",  # a fixed budget: shared, constant
         device=str(next(model.parameters()).device),
     )
     callbacks: list[Callback] = []
@@ -351,7 +364,9 @@ def adapt(
         rank_for_budget(model, 1)  # a model without residual layers has nothing to adapt: say so now
         callbacks.append(LowRankAdapters(lora_rank))
         result.lora_rank = lora_rank
-    if restore_best:
+    if converge:  # the default rule's stop: no improvement for stop_patience epochs, the best kept
+        callbacks.append(EarlyStopping(defaults.stop_patience, defaults.min_delta))
+    elif restore_best:
         callbacks.append(EarlyStopping())
     if locations is not None:
         callbacks.append(ForcedLocations(locations))
@@ -366,7 +381,7 @@ def adapt(
         config,
         callbacks=callbacks,
         # the insertions come first: stage 0 has no epochs, then each insertion gets its share
-        schedule=StageEpochs((0, *[per_stage] * (inserts - 1), per_stage + remainder)) if inserts else None,
+        schedule=StageEpochs((0, *stages)) if inserts else None,
         generator=torch.Generator().manual_seed(seed),
     )
     grower.fit(target_data, val_data, line_search_data=evaluation)
