@@ -33,7 +33,7 @@ from topogrow.app.task import Task
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
-from topogrow.growth.config import SCHEDULES
+from topogrow.growth.config import LOCATION_METHODS, LR_SCHEDULES, SCHEDULES
 from topogrow.growth.line_search import LINE_SEARCHES
 from topogrow.growth.strategies import growth_strategies
 from topogrow.nn.blocks import BLOCKS
@@ -238,6 +238,10 @@ def _add_growth_options(
             kind["choices"] = list(SCHEDULES)
         elif field.name == "line_search":
             kind["choices"] = list(LINE_SEARCHES)
+        elif field.name == "lr_schedule":
+            kind["choices"] = list(LR_SCHEDULES)
+        elif field.name == "td_location":
+            kind["choices"] = list(LOCATION_METHODS)
         elif field.name == "block":
             help_text += f"; one of: {_names(BLOCKS)}"
         if default is not None and not isinstance(default, bool):
