@@ -259,3 +259,17 @@ def test_early_stopping_uses_scikit_learns_names_and_keeps_the_best_epoch():
     assert off.best_validation_score_ is None and off.n_iter_ < 40 + 40 + 60
     with pytest.raises(ValueError, match="tol must be in"):
         GrowingRegressor(tol=0).fit(X, y)
+
+
+def test_the_schedule_and_the_budget_reach_the_growth_loop(regression_data):
+    X, y = regression_data
+    model = GrowingRegressor(width=8, max_depth=3, lr_schedule="cosine", budget="25 epochs", random_state=0)
+    model.fit(X, y)
+    history = model.history_
+    assert history.budget["given"] == "25 epochs"
+    epoch = history.epochs[0].flops  # the initial network's first epoch
+    assert history.flops["total"] <= history.budget["flops"] + 2 * epoch
+    rates = [e.lr for e in history.epochs]
+    assert rates[-1] < rates[0] * 0.1  # the cosine decayed over the budget
+    with pytest.raises(ValueError, match="budget"):
+        GrowingRegressor(budget="soon").fit(X, y)
