@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import helpers
-import topogrow.growth.grower as grower_module
+import topogrow.growth.insertion as insertion_module
 from topogrow import Grower, ResidualMLP
 from topogrow.core.topological_derivative import EIGH_COST
 from topogrow.growth.callbacks import Callback
@@ -41,7 +41,7 @@ class LineSearchPasses(Callback):
 
 @pytest.mark.parametrize("search", ["grid", "model"])
 def test_flops_of_training_validation_td_and_line_search_match_a_hand_count(search, monkeypatch):
-    monkeypatch.setattr(grower_module, "PROBE_SAMPLES", 16)  # the model search's probe: 16 of the 64 samples
+    monkeypatch.setattr(insertion_module, "PROBE_SAMPLES", 16)  # the model search's probe: 16 of the 64 samples
     train, val = helpers.regression_data(100, 1), helpers.regression_data(40, 2)
     cfg = helpers.short_growth_config(strategy="td", max_depth=2, line_search_samples=64, line_search=search)
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import helpers
-import topogrow.growth.grower as grower_module
+import topogrow.growth.insertion as insertion_module
 from topogrow import Grower, GrowthConfig, ResidualMLP
 from topogrow.growth.callbacks import Callback
 from topogrow.growth.data import first_samples
@@ -160,15 +160,15 @@ class Searches(Callback):
 def test_a_growth_run_with_the_model_search_never_raises_the_loss(monkeypatch):
     """td growth with a probe of 64 of the 256 line-search samples: every insertion lowers the training
     loss (or is the identity), with at most 3 evaluations on the whole set besides the loss before."""
-    monkeypatch.setattr(grower_module, "PROBE_SAMPLES", 64)
+    monkeypatch.setattr(insertion_module, "PROBE_SAMPLES", 64)
     full, probe = [], []
-    evaluate = grower_module.evaluate_loss
+    evaluate = insertion_module.evaluate_loss
 
     def counting(model, batches, loss, reduce=None):
         (full if sum(x.shape[0] for x, _ in batches) == 256 else probe).append(1)
         return evaluate(model, batches, loss, reduce)
 
-    monkeypatch.setattr(grower_module, "evaluate_loss", counting)
+    monkeypatch.setattr(insertion_module, "evaluate_loss", counting)
     searches = Searches()
     cfg = helpers.short_growth_config(strategy="td", max_depth=4, line_search_samples=256, line_search="model")
     torch.manual_seed(0)

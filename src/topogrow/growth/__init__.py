@@ -32,6 +32,7 @@ from topogrow.growth.registries import (
     register_strategy,
 )
 from topogrow.growth.schedules import Schedule
+from topogrow.growth.step import GrowthStep, grow
 from topogrow.growth.strategies import Strategy, make_strategy
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Freeze",
     "GrowthConfig",
     "GrowthHistory",
+    "GrowthStep",
     "Grower",
     "Insertion",
     "JSONLinesLogger",
@@ -62,6 +64,7 @@ __all__ = [
     "Strategy",
     "add_parameters",
     "find_checkpoint",
+    "grow",
     "line_search",
     "load",
     "make_strategy",

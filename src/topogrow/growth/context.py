@@ -139,13 +139,16 @@ class StageContext:
         return max(self.locations, key=lambda location: float(eigenvalues[location]))
 
     @property
-    def proposal(self) -> Proposal:
-        """The strategy's proposal (asked once, on first use), unless a callback set another."""
+    def proposal(self) -> Proposal | None:
+        """The strategy's proposal (asked once, on first use), unless a callback set another
+        (``None``: the strategy does not grow)."""
         if self._proposal is None:
             try:
                 proposal = self.strategy.propose(self)
             except NUMERICAL_FAULTS as error:
                 raise StageFault(f"no layer could be proposed ({one_line(error)})") from None
+            if proposal is None:
+                return None
             if not torch.isfinite(proposal.direction).all():
                 raise StageFault(f"the proposed layer at location {proposal.location} is not finite")
             self._proposal = proposal

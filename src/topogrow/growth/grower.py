@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,10 @@ from topogrow.growth.data import (
     check_block,
     check_compatible,
     check_data_kind,
-    count_samples,
-    first_samples,
-    regroup,
 )
 from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
-from topogrow.growth.insertion import insert_proposal
-from topogrow.growth.line_search import PROBE_SAMPLES, record_samples
+from topogrow.growth.insertion import insert_searched, record_insertion
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
 from topogrow.growth.schedules import Schedule, make_schedule
@@ -419,37 +415,11 @@ class Grower:
         if data is None:  # each process evaluates its share; the loss is averaged over all
             data = self.train_source.subset(math.ceil(cfg.line_search_samples / world_size()))
         reduce = self.distributed_run.reduce
-        if cfg.line_search == "model" and isinstance(data, list):  # evaluated many times: larger batches
-            data = regroup(data, cfg.validation_batch_size)
-        if not proposal.line_search:  # inserted at its own epsilon: the change is only recorded
-            data, _ = first_samples(data, record_samples(count_samples(data)))
-        probe, whole = data, True
-        if cfg.line_search == "model" and proposal.line_search:  # the first samples of each process's share
-            probe, whole = first_samples(data, math.ceil(PROBE_SAMPLES / world_size()))
-        sizes = [max(count_samples(data), 0), max(count_samples(probe), 0), whole]
-        if reduce is not None:  # every process must take the same path (and the counts are over all)
-            sizes = [int(v) for v in reduce(torch.tensor(sizes, dtype=torch.float64)).tolist()]
-        whole = sizes[2] == world_size()
-        layer, search = insert_proposal(
-            self.model,
-            proposal,
-            lambda: evaluate_loss(self.model, data, self.loss, reduce),
-            cfg.epsilons,
-            block=cfg.block,
-            generator=self.generator,
-            search=cfg.line_search,
-            probe_loss=None if whole else lambda: evaluate_loss(self.model, probe, self.loss, reduce),
-        )
-        search = replace(search, samples=sizes[0], probe_samples=sizes[0] if whole else sizes[1])
-        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
-        add_parameters(self.optimizer, [p for p in self.model.parameters() if id(p) not in held], self.scheduler)
+        layer, search = insert_searched(self.model, proposal, data, self.loss, cfg, self.generator, reduce)
+        add_parameters(self.optimizer, list(layer.parameters()), self.scheduler)
         self.distributed_run.parameters_changed()
         self.progress.faults = 0
-        record.location = proposal.location
-        record.epsilon = search.epsilon
-        record.actual_change = search.change
-        if proposal.curvature is not None:
-            record.predicted_change = proposal.predicted_change(search.epsilon)
+        record_insertion(record, proposal, search)
         record.wall_time = time.perf_counter() - self.start_time
         self._call("on_insert", Insertion(proposal.location, search.epsilon, layer, proposal, search, record))
         self._next_stage()

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from topogrow._validation import unknown_name_error
+from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import Proposal
-from topogrow.growth.line_search import LINE_SEARCHES, LineSearchResult, line_search, model_line_search
+from topogrow.growth.data import count_samples, first_samples, regroup
+from topogrow.growth.distributed import world_size
+from topogrow.growth.history import StageRecord
+from topogrow.growth.line_search import (
+    LINE_SEARCHES,
+    PROBE_SAMPLES,
+    LineSearchResult,
+    line_search,
+    model_line_search,
+    record_samples,
+)
+from topogrow.growth.training import Reduce, evaluate_loss
 from topogrow.nn.blocks import ResidualBlock, make_block
 
 
@@ -60,3 +74,50 @@ def insert_proposal(
         result = model_line_search(probe, full, before, proposal.curvature, proposal.slope, epsilons)
     layer.load_direction(result.epsilon * direction)
     return layer, result
+
+
+def insert_searched(
+    model: nn.Module,
+    proposal: Proposal,
+    data: list | object,
+    loss,
+    config: GrowthConfig,
+    generator: torch.Generator | None = None,
+    reduce: Reduce | None = None,
+) -> tuple[nn.Module, LineSearchResult]:
+    """Insert ``proposal`` as the growth loop does: the line search of ``config`` on ``data``
+    (batches ``(x, y)``, this process's share in a distributed run: ``reduce`` sums over the
+    processes), the model search's probe on its first samples, a proposal with its own epsilon
+    evaluated on :func:`~topogrow.growth.line_search.record_samples` of them. The result counts
+    the samples over every process."""
+    if config.line_search == "model" and isinstance(data, list):  # evaluated many times: larger batches
+        data = regroup(data, config.validation_batch_size)
+    if not proposal.line_search:  # inserted at its own epsilon: the change is only recorded
+        data, _ = first_samples(data, record_samples(count_samples(data)))
+    probe, whole = data, True
+    if config.line_search == "model" and proposal.line_search:  # the first samples of each process's share
+        probe, whole = first_samples(data, math.ceil(PROBE_SAMPLES / world_size()))
+    sizes = [max(count_samples(data), 0), max(count_samples(probe), 0), whole]
+    if reduce is not None:  # every process must take the same path (and the counts are over all)
+        sizes = [int(v) for v in reduce(torch.tensor(sizes, dtype=torch.float64)).tolist()]
+    whole = sizes[2] == world_size()
+    layer, search = insert_proposal(
+        model,
+        proposal,
+        lambda: evaluate_loss(model, data, loss, reduce),
+        config.epsilons,
+        block=config.block,
+        generator=generator,
+        search=config.line_search,
+        probe_loss=None if whole else lambda: evaluate_loss(model, probe, loss, reduce),
+    )
+    return layer, replace(search, samples=sizes[0], probe_samples=sizes[0] if whole else sizes[1])
+
+
+def record_insertion(record: StageRecord, proposal: Proposal, search: LineSearchResult) -> None:
+    """Fill a stage's record with its insertion: location, epsilon, the actual and predicted change."""
+    record.location = proposal.location
+    record.epsilon = search.epsilon
+    record.actual_change = search.change
+    if proposal.curvature is not None:
+        record.predicted_change = proposal.predicted_change(search.epsilon)
