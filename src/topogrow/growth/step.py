@@ -13,31 +13,26 @@ import torch
 from torch import nn
 
 from topogrow.core.losses import Loss, resolve_loss
+from topogrow.growth.callbacks import Insertion
 from topogrow.growth.config import GrowthConfig
-from topogrow.growth.context import Proposal, StageContext, StopGrowth
+from topogrow.growth.context import StageContext, StopGrowth
 from topogrow.growth.data import DataSource
 from topogrow.growth.history import StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
-from topogrow.growth.line_search import LineSearchResult
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.strategies import make_strategy
 
 __all__ = ["GrowthStep", "grow"]
 
 
-@dataclass
-class GrowthStep:
-    """What :func:`grow` did: the layer inserted at ``location`` (a location of the model before it)
-    with ``epsilon``, the strategy's ``proposal``, the line ``search`` and the stage ``record``
-    (the eigenvalues mu_l when the strategy computed them, the predicted and actual change)."""
+@dataclass(frozen=True)
+class GrowthStep(Insertion):
+    """What :func:`grow` did: an :class:`~topogrow.growth.callbacks.Insertion` (the layer at
+    ``location``, a location of the model before it, with ``epsilon``; the ``proposal``, the line
+    ``search`` and the stage ``record``: the eigenvalues mu_l when the strategy computed them, the
+    predicted and actual change) and the model, optimiser and scheduler it went into."""
 
-    model: nn.Module
-    location: int
-    epsilon: float
-    layer: nn.Module
-    proposal: Proposal
-    search: LineSearchResult
-    record: StageRecord
+    model: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
 
@@ -105,4 +100,4 @@ def grow(
     record_insertion(record, proposal, search)
     if optimizer is not None:
         add_parameters(optimizer, list(layer.parameters()), scheduler)
-    return GrowthStep(model, proposal.location, search.epsilon, layer, proposal, search, record, optimizer, scheduler)
+    return GrowthStep(proposal.location, search.epsilon, layer, proposal, search, record, model, optimizer, scheduler)
