@@ -231,27 +231,23 @@ class Comparison:
         """The metric of ``strategy`` by seed."""
         return {r.seed: r.metric for r in self.results if r.strategy == strategy}
 
+    def _pair(self, first: str, second: str) -> Paired | None:
+        """``first`` against ``second`` over their common seeds (positive = ``first`` better)."""
+        ours, theirs = self.metrics(first), self.metrics(second)
+        seeds = sorted(set(ours) & set(theirs))
+        if first == second or not seeds:
+            return None
+        return paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
+
     def paired_with(self, reference: str) -> dict[str, Paired]:
         """Every other strategy against ``reference``, seed by seed (positive = the strategy better)."""
-        theirs = self.metrics(reference)
-        out = {}
-        for strategy in self.by_strategy():
-            ours = self.metrics(strategy)
-            seeds = sorted(set(ours) & set(theirs))
-            if strategy != reference and seeds:
-                out[strategy] = paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
-        return out
+        pairs = {strategy: self._pair(strategy, reference) for strategy in self.by_strategy()}
+        return {strategy: pair for strategy, pair in pairs.items() if pair is not None}
 
     def paired(self, reference: str) -> dict[str, Paired]:
         """``reference`` against every other strategy, seed by seed (positive = reference better)."""
-        ours = self.metrics(reference)
-        out = {}
-        for strategy in self.by_strategy():
-            theirs = self.metrics(strategy)
-            seeds = sorted(set(ours) & set(theirs))
-            if strategy != reference and seeds:
-                out[strategy] = paired([ours[s] for s in seeds], [theirs[s] for s in seeds], self.higher_better)
-        return out
+        pairs = {strategy: self._pair(reference, strategy) for strategy in self.by_strategy()}
+        return {strategy: pair for strategy, pair in pairs.items() if pair is not None}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Comparison:
