@@ -7,7 +7,7 @@ Every model is a :class:`GrowableModel` registered in :data:`MODELS` (``"mlp"``,
 from topogrow.nn.activations import ACTIVATIONS, SiLUTanh, ZTanh, activation_curvature, resolve_activation
 from topogrow.nn.blocks import BLOCKS, ResidualBlock, make_block, register_block
 from topogrow.nn.cnn import ResidualCNN
-from topogrow.nn.growable import CONTRACT, MODELS, GrowableModel, register_model
+from topogrow.nn.growable import CONTRACT, GROWTH_METADATA, MODELS, GrowableModel, register_model
 from topogrow.nn.layers import ResidualConv, ResidualDense
 from topogrow.nn.mlp import ResidualMLP
 from topogrow.nn.vit import ViT
@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVATIONS",
     "BLOCKS",
     "CONTRACT",
+    "GROWTH_METADATA",
     "MODELS",
     "GrowableModel",
     "ResidualBlock",

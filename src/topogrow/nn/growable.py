@@ -25,8 +25,14 @@ from torch import nn
 from topogrow._registry import Registry
 from topogrow._validation import check_int
 from topogrow.nn.activations import prepare_activation
+from topogrow.nn.blocks import block_name, rebuild_block
 
-__all__ = ["CONTRACT", "MODELS", "GrowableModel", "register_model"]
+__all__ = ["CONTRACT", "GROWTH_METADATA", "MODELS", "GrowableModel", "register_model"]
+
+#: The key of a state dict's metadata (``state_dict()._metadata[prefix]``) under which a grown
+#: model records how it grew since it was built: ``{"start_depth": d, "changes": [...]}``, each
+#: change ``["insert", location, "layer" | block name | None]`` or ``["remove", location]``.
+GROWTH_METADATA = "topogrow_growth"
 
 #: Every member of a growable model that the core and the growth loop use.
 CONTRACT = (
@@ -185,6 +191,7 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
         layer = self._new_layer(location).to(device=reference.device, dtype=reference.dtype)
         layer.load_rows(torch.cat([weight.reshape(n, -1), bias[:, None]], dim=1))
         self._place(location, layer)
+        self._log_change(["insert", location, "layer"])
         return layer
 
     def insert_block(self, location: int, module: nn.Module) -> nn.Module:
@@ -214,7 +221,68 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
                 f"an inserted module must map {self._state_shape_text(location)} to the same shape, got {shape}"
             )
         self._place(location, module)
+        self._log_change(["insert", location, block_name(module)])
         return module
+
+    # ------------------------------------------------------- growth in state dicts
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """``nn.Module.state_dict``; a model that grew since it was built also records how
+        (:data:`GROWTH_METADATA`, in the state dict's ``_metadata``, which ``torch.save`` keeps), so
+        that :meth:`load_state_dict` of a model built as this one was grows it the same way first."""
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        log = getattr(self, "_growth_log", None)
+        metadata = getattr(state, "_metadata", None)
+        if log and metadata is not None:
+            growth = {"start_depth": self._growth_start, "changes": [list(change) for change in log]}
+            metadata.setdefault(prefix[:-1], {})[GROWTH_METADATA] = growth
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args: Any) -> None:
+        """Replay the insertions the state dict records before its tensors load (children load
+        after this), then load as ``nn.Module`` does."""
+        growth = local_metadata.get(GROWTH_METADATA) if isinstance(local_metadata, dict) else None
+        if growth is not None:
+            self._replay_growth(growth)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+    def _replay_growth(self, growth: dict[str, Any]) -> None:
+        """Grow as the saved model grew, if this model is that model before (part of) its growth."""
+        start, changes = int(growth["start_depth"]), [list(change) for change in growth["changes"]]
+        final = start + sum(1 if change[0] == "insert" else -1 for change in changes)
+        log = getattr(self, "_growth_log", None) or []
+        own_start = self._growth_start if log else self.depth
+        if own_start == start and changes[: len(log)] == log:
+            for change in changes[len(log) :]:
+                self._apply_change(change)
+        elif self.depth != final:
+            raise ValueError(
+                f"the state dict is of a {type(self).__name__} grown from depth {start} to depth {final}, "
+                f"but this one has depth {self.depth} and grew differently; build it at depth {start} "
+                f"(as the saved one was built) or at depth {final}, then load"
+            )
+
+    def _apply_change(self, change: list[Any]) -> None:
+        """One recorded change: insert a fresh layer or registered block (its values load next), or remove one."""
+        if change[0] == "remove":
+            self.remove_layer(int(change[1]))
+            return
+        location, kind = int(change[1]), change[2]
+        if kind == "layer":
+            self.insert_layer(location)
+        elif isinstance(kind, str):
+            self.insert_block(location, rebuild_block(kind, self, location))
+        else:
+            raise ValueError(
+                f"the state dict's model had a module of its own inserted at location {location}, which "
+                "cannot be rebuilt from a state dict; insert the same module there before loading"
+            )
+
+    def _log_change(self, change: list[Any]) -> None:
+        """Record an insertion or a removal (for :meth:`state_dict`)."""
+        if not getattr(self, "_growth_log", None):
+            self._growth_log: list[list[Any]] = []
+            self._growth_start = self.depth - (1 if change[0] == "insert" else -1)
+        self._growth_log.append(change)
 
     # --------------------------------------------------------------- hooks
     @abc.abstractmethod
@@ -242,7 +310,9 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
         """Remove and return the residual layer right after state ``location``: the inverse of
         ``insert_layer(location)`` or ``insert_block(location, ...)`` (a rolled-back insertion)."""
         location = self._check_location(location)
-        return self._take(location)
+        layer = self._take(location)
+        self._log_change(["remove", location])
+        return layer
 
     def _take(self, location: int) -> nn.Module:
         """Remove the layer after state ``location`` (default: from ``self.layers``)."""
