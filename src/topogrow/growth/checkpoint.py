@@ -54,6 +54,7 @@ from topogrow._io import write_synced as _write_bytes
 from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
+from topogrow.nn.adapter import GrowableNetwork
 from topogrow.nn.growable import MODELS
 
 __all__ = [
@@ -179,6 +180,11 @@ def _field(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], pat
 def _model_record(model: nn.Module) -> dict[str, Any]:
     """``{"class", "spec", "dtype"}`` of a model a checkpoint can rebuild; raises if it cannot."""
     name = type(model).__name__
+    if isinstance(model, GrowableNetwork):
+        raise TypeError(
+            f"cannot save a {name} (your own modules, made growable by as_growable): a checkpoint cannot rebuild "
+            "them; save model.state_dict() with torch.save and load it into as_growable(...) built as before"
+        )
     if MODEL_CLASSES.get(name) is not type(model) or not callable(getattr(model, "spec", None)):
         raise TypeError(f"cannot save a {name}: checkpoints rebuild {', '.join(MODEL_CLASSES)} from their spec()")
     parameter = next(model.parameters())
@@ -281,7 +287,8 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
 
     Read it back with :func:`load`. The model must be of a class registered in
     :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
-    with ``register_model``) whose layers its ``spec()`` describes.
+    with ``register_model``) whose layers its ``spec()`` describes; a network of your own modules
+    (:func:`topogrow.nn.as_growable`) is saved as ``model.state_dict()`` instead.
     """
     path = Path(path)
     record = check_rebuildable(model)

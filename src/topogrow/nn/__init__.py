@@ -1,10 +1,12 @@
 """Modules that can grow: activations with sigma(0) = sigma'(0) = 0, residual layers, models.
 
 Every model is a :class:`GrowableModel` registered in :data:`MODELS` (``"mlp"``, ``"cnn"``,
-``"vit"``); register your own with :func:`register_model`.
+``"vit"``); register your own with :func:`register_model`. A residual network of your own modules
+grows without subclassing through :func:`as_growable`.
 """
 
 from topogrow.nn.activations import ACTIVATIONS, SiLUTanh, ZTanh, activation_curvature, resolve_activation
+from topogrow.nn.adapter import GrowableNetwork, as_growable
 from topogrow.nn.blocks import BLOCKS, ResidualBlock, make_block, register_block
 from topogrow.nn.cnn import ResidualCNN
 from topogrow.nn.growable import CONTRACT, GROWTH_METADATA, MODELS, GrowableModel, register_model
@@ -19,6 +21,7 @@ __all__ = [
     "GROWTH_METADATA",
     "MODELS",
     "GrowableModel",
+    "GrowableNetwork",
     "ResidualBlock",
     "ResidualCNN",
     "ResidualConv",
@@ -28,6 +31,7 @@ __all__ = [
     "ViT",
     "ZTanh",
     "activation_curvature",
+    "as_growable",
     "make_block",
     "register_block",
     "register_model",
