@@ -18,7 +18,8 @@ PACKAGES = {
     "topogrow.core": "The functional core: the paper's mathematics as pure functions on tensors (states and "
     "adjoints, Hamiltonian-Hessian blocks, eigen-solves, the matrix-free operator). See :doc:`/theory`.",
     "topogrow.nn": "Models that grow: the growable-model contract, ``ResidualMLP``, ``ResidualCNN``, ``ViT``, "
-    "residual layers and blocks, activations with sigma(0) = sigma'(0) = 0, and their registries.",
+    "``as_growable`` for a residual network of your own modules, residual layers and blocks, activations with "
+    "sigma(0) = sigma'(0) = 0, and their registries.",
     "topogrow.growth": "The growth loop (``Grower``), its configuration, strategies, schedules, callbacks, "
     "checkpoints and registries.",
     "topogrow.sklearn": "scikit-learn estimators that grow a ``ResidualMLP`` while they fit.",

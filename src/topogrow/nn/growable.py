@@ -9,6 +9,9 @@ itself in :data:`MODELS` so that checkpoints, the experiment runner and the CLI 
     @register_model("my-net")
     class MyNet(GrowableModel):
         ...
+
+A residual network of your own modules needs no subclass: ``as_growable(stem, blocks, head)`` or
+``as_growable(sequential)`` (:func:`topogrow.nn.as_growable`) returns a growable model that keeps them.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class GrowableModel(nn.Module, metaclass=abc.ABCMeta):
     - ``n_parameters()``: the number of parameters;
     - ``head_modules()``: the modules after the last state (``[self.head]`` by default);
     - ``new_activation()``: a fresh copy of the activation of inserted layers.
+
+    :func:`~topogrow.nn.as_growable` provides all of them for a network of your own modules.
 
     Defaults here are for models whose residual layers form one ``nn.ModuleList``
     ``self.layers`` (locations ``0..depth``); a model laid out otherwise overrides
