@@ -18,7 +18,7 @@ SECTIONS = {title: text for title, text in _sections().items() if "```python" in
 
 
 def test_the_page_has_its_sections():
-    assert {"Your own training loop"} <= set(SECTIONS), list(SECTIONS)
+    assert {"Your own training loop", "Your own model"} <= set(SECTIONS), list(SECTIONS)
 
 
 @pytest.mark.parametrize("title", list(SECTIONS))
@@ -29,3 +29,5 @@ def test_section_runs(title, tmp_path, monkeypatch, capsys):
         exec(compile(code, f"integrations.md: {title}", "exec"), namespace)
     if title == "Your own training loop":
         assert capsys.readouterr().out.count("a layer at location") == 2
+    if title == "Your own model":
+        assert "(8, 12, 12) ResidualConv" in capsys.readouterr().out
