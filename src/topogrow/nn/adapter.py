@@ -24,7 +24,6 @@ from topogrow.core.layer_kinds import Conv2d, Dense, Token
 from topogrow.nn.blocks import block_name
 from topogrow.nn.growable import GrowableModel
 from topogrow.nn.layers import ResidualConv, ResidualDense
-from topogrow.nn.vit import ResidualToken
 
 __all__ = ["GrowableNetwork", "as_growable"]
 
@@ -248,6 +247,8 @@ class GrowableNetwork(GrowableModel):
         if rank == 1:
             return ResidualDense(features, self.new_activation())
         if rank == 2:
+            from topogrow.nn.vit import ResidualToken  # not at the top: topogrow.nn registers "cnn" before "vit"
+
             return ResidualToken(features, self.new_activation())
         return ResidualConv(features, self.kernel_size, self.new_activation())
 
