@@ -364,3 +364,11 @@ def test_an_example_input_that_does_not_run_and_an_unsupported_rank():
     volumes = nn.Unflatten(1, (1, 2, 2, 2))
     with pytest.raises(ValueError, match=r"the state after the stem has shape \(batch, 1, 2, 2, 2\); layers are"):
         as_growable(volumes, [], nn.Sequential(nn.Flatten(), nn.Linear(8, 1)), example_input=torch.randn(3, 8))
+
+
+def test_a_network_that_is_not_growable_is_told_about_as_growable():
+    network = nn.Sequential(*mlp_parts()[0], *mlp_parts()[1], mlp_parts()[2])
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+    with pytest.raises(TypeError, match=r"got Sequential; make a residual network of your own growable with topogrow"):
+        topological_derivative(network, (x, y), "mse")
+    assert as_growable(network, split=(2, -1)).depth == 2

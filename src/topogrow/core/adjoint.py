@@ -43,6 +43,16 @@ class StatefulModel(Protocol):
         ...
 
 
+def check_stateful(model: object) -> None:
+    """Raise ``TypeError`` unless ``model`` is a :class:`StatefulModel`, saying how to make one."""
+    if not isinstance(model, StatefulModel):
+        raise TypeError(
+            "expected a growable model with forward_states(), insertion_kind() and activation_curvature, got "
+            f"{type(model).__name__}; make a residual network of your own growable with "
+            "topogrow.nn.as_growable(stem, blocks, head) or as_growable(sequential)"
+        )
+
+
 #: Built-in losses that compare each prediction with a float target of the same shape (and
 #: would broadcast a target of another shape silently, or with only torch's warning).
 ELEMENTWISE_LOSSES = (

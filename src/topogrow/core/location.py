@@ -34,7 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from topogrow._validation import check_int, check_optional_int, check_real
-from topogrow.core.adjoint import StatefulModel, adjoint_batches, device_and_dtype, states_and_adjoints
+from topogrow.core.adjoint import StatefulModel, adjoint_batches, check_stateful, device_and_dtype, states_and_adjoints
 from topogrow.core.batches import Data, sample_count
 from topogrow.core.eigen import LeadingEigenpairs, lanczos_block_eigenpairs, weighted_gram_matvec
 from topogrow.core.losses import Loss, resolve_loss
@@ -199,11 +199,7 @@ def location_derivative(
         ``solvers`` ``"lanczos"``, ``products`` the products per location, ``standard_errors``
         those of each ``mu_l`` over the samples read, and ``flops`` the FLOPs it spent.
     """
-    if not isinstance(model, StatefulModel):
-        raise TypeError(
-            f"expected a growable model with forward_states(), insertion_kind() and activation_curvature, "
-            f"got {type(model).__name__}"
-        )
+    check_stateful(model)
     if budget is not None:
         check_real("budget", budget, positive=True)
     check_optional_int("max_samples", max_samples, minimum=1)

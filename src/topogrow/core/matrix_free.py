@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from topogrow._validation import check_int, unknown_name_error
-from topogrow.core.adjoint import StatefulModel, adjoint_batches
+from topogrow.core.adjoint import StatefulModel, adjoint_batches, check_stateful
 from topogrow.core.batches import Data
 from topogrow.core.eigen import select_leading
 from topogrow.core.losses import Loss, resolve_loss
@@ -550,11 +550,7 @@ def matrix_free_topological_derivative(
         tol: relative accuracy of the eigenvalues (0: machine precision; the growth loop
             uses 1e-3, as an initialisation needs no more, and saves most products).
     """
-    if not isinstance(model, StatefulModel):
-        raise TypeError(
-            f"expected a growable model with forward_states(), insertion_kind() and activation_curvature, "
-            f"got {type(model).__name__}"
-        )
+    check_stateful(model)
     if block_factory is None or not callable(block_factory):
         raise TypeError(f"expected a callable block_factory returning an nn.Module, got {block_factory!r}")
     check_int("k", k, minimum=1)

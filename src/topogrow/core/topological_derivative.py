@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from topogrow._validation import unknown_name_error
-from topogrow.core.adjoint import StatefulModel, adjoint_batches, device_and_dtype
+from topogrow.core.adjoint import StatefulModel, adjoint_batches, check_stateful, device_and_dtype
 from topogrow.core.batches import Data, sample_count
 from topogrow.core.eigen import (
     LeadingEigenpairs,
@@ -240,11 +240,7 @@ def topological_derivative(
             ``n_samples`` and ``standard_errors`` say what the pass read and how well it knows mu.
         generator: draws the sample order and positions under ``sampling``.
     """
-    if not isinstance(model, StatefulModel):
-        raise TypeError(
-            f"expected a growable model with forward_states(), insertion_kind() and activation_curvature, "
-            f"got {type(model).__name__}"
-        )
+    check_stateful(model)
     if solver not in SOLVERS:
         raise unknown_name_error("solver", solver, SOLVERS)
     if keep_blocks and solver == "iterative":
