@@ -23,6 +23,8 @@ PACKAGES = {
     "topogrow.growth": "The growth loop (``Grower``), its configuration, strategies, schedules, callbacks, "
     "checkpoints and registries.",
     "topogrow.sklearn": "scikit-learn estimators that grow a ``ResidualMLP`` while they fit.",
+    "topogrow.lightning": "PyTorch Lightning: a callback that grows a LightningModule's model during ``Trainer.fit`` "
+    "(``pip install 'topogrow[lightning]'``). See :doc:`/integrations`.",
     "topogrow.app": "Tasks, experiment runners and the command line (``topogrow``).",
 }
 #: Public entry points that are not in an ``__all__``.
