@@ -13,7 +13,8 @@ blocks::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -34,6 +35,19 @@ _STATE_KINDS = {1: "(batch, n)", 2: "(batch, T, d)", 3: "(batch, C, H, W)"}
 def _shape_text(shape: tuple[int, ...]) -> str:
     """One sample's shape as messages say it: ``(batch, ...)``."""
     return f"(batch, {', '.join(map(str, shape))})" if shape else "(batch,)"
+
+
+@contextmanager
+def _evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; afterwards every submodule's training flag as it was."""
+    flags = [(child, child.training) for child in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for child, training in flags:
+            child.training = training
 
 
 def _check_module(name: str, value: Any) -> nn.Module:
@@ -133,19 +147,13 @@ class GrowableNetwork(GrowableModel):
         reference = next(self.parameters(), None)
         if reference is not None:
             x = x.to(device=reference.device, dtype=reference.dtype if x.is_floating_point() else x.dtype)
-        flags = [(module, module.training) for module in self.modules()]
-        self.eval()
         failures = []
-        try:
-            with torch.no_grad():
-                for batch in (x, x.unsqueeze(0)):
-                    try:
-                        return self._probe_batch(batch)
-                    except _NotABatch as failure:
-                        failures.append(str(failure))
-        finally:
-            for module, training in flags:
-                module.training = training
+        with _evaluating(self):
+            for batch in (x, x.unsqueeze(0)):
+                try:
+                    return self._probe_batch(batch)
+                except _NotABatch as failure:
+                    failures.append(str(failure))
         raise ValueError(
             f"example_input does not run through the network as a batch ({failures[0]}) "
             f"or as one sample ({failures[1]})"
@@ -184,22 +192,16 @@ class GrowableNetwork(GrowableModel):
         probe = torch.zeros(2, *shape)
         if reference is not None:
             probe = probe.to(device=reference.device, dtype=reference.dtype)
-        flags = [(module, module.training) for module in self.modules()]
-        self.eval()
-        try:
-            with torch.no_grad():
-                for index, block in enumerate(self.layers):
-                    try:
-                        out = block(probe)
-                    except Exception as error:  # the user's module
-                        raise ValueError(
-                            f"block {index} ({type(block).__name__}) fails on states {_shape_text(shape)} (the "
-                            f"head's in_features): {one_line(error)}; pass example_input=... (a batch of inputs)"
-                        ) from None
-                    self._check_block_shape(index, block, shape, out)
-        finally:
-            for module, training in flags:
-                module.training = training
+        with _evaluating(self):
+            for index, block in enumerate(self.layers):
+                try:
+                    out = block(probe)
+                except Exception as error:  # the user's module
+                    raise ValueError(
+                        f"block {index} ({type(block).__name__}) fails on states {_shape_text(shape)} (the "
+                        f"head's in_features): {one_line(error)}; pass example_input=... (a batch of inputs)"
+                    ) from None
+                self._check_block_shape(index, block, shape, out)
 
     @staticmethod
     def _check_block_shape(index: int, block: nn.Module, shape: tuple[int, ...], out: Any) -> None:
