@@ -74,7 +74,7 @@ def _block_list(blocks: Any) -> list[nn.Module]:
 
 class GrowableNetwork(GrowableModel):
     """A residual network of the user's own modules that grows in depth: ``stem``, residual
-    ``layers`` (the user's blocks, then the inserted ones among them), ``head``.
+    ``layers`` (the user's blocks, with the inserted layers among them), ``head``.
 
     States are ``x_0 = stem(a)`` and the output of every layer; location l (``0..depth``) is the
     state x_l: 0 right after the stem, ``depth`` right before the head. The layer inserted there
