@@ -158,11 +158,18 @@ def test_mu_location_epsilon_and_depth_are_logged(tmp_path):
     assert [float(row["growth/depth"]) for row in rows if row["growth/depth"]] == [1, 2, 2, 3, 3]
 
 
-def test_a_stopped_run_resumed_from_its_checkpoint_equals_the_uninterrupted_run(tmp_path):
-    whole, whole_trainer, whole_growth, _ = _fit(7, tmp_path / "whole")
-    _fit(3, tmp_path / "stopped")  # grown once (after epoch 2), stopped after epoch 3
-    checkpoint = tmp_path / "stopped" / "epoch=2.ckpt"
-    resumed, trainer, growth, _ = _fit(7, tmp_path / "resumed", ckpt_path=checkpoint)
+@pytest.mark.parametrize(
+    "epochs, options",
+    [(3, {}), (4, {"check_val_every_n_epoch": 2})],
+    ids=["saved-at-epoch-end", "saved-at-validation-end"],
+)
+def test_a_stopped_run_resumed_from_its_checkpoint_equals_the_uninterrupted_run(tmp_path, recwarn, epochs, options):
+    """Stopped after 3 epochs (grown once, after epoch 2), or after 4 with the checkpoint written
+    at validation end, before that epoch's insertion (Lightning replays the epoch's end)."""
+    whole, whole_trainer, whole_growth, _ = _fit(7, tmp_path / "whole", **options)
+    _fit(epochs, tmp_path / "stopped", **options)
+    checkpoint = tmp_path / "stopped" / f"epoch={epochs - 1}.ckpt"
+    resumed, trainer, growth, _ = _fit(7, tmp_path / "resumed", ckpt_path=checkpoint, **options)
     assert resumed.model.depth == whole.model.depth == 3
     expected, got = whole.state_dict(), resumed.state_dict()
     assert list(got) == list(expected)
@@ -175,6 +182,7 @@ def test_a_stopped_run_resumed_from_its_checkpoint_equals_the_uninterrupted_run(
     assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in whole_optimizer.param_groups]
     for p, q in zip(resumed.parameters(), whole.parameters(), strict=True):
         assert torch.equal(optimizer.state[p]["exp_avg_sq"], whole_optimizer.state[q]["exp_avg_sq"])
+    assert not [w for w in recwarn if "GrowthCallback" in str(w.message)]
 
 
 def test_a_grown_checkpoint_reloads_at_its_depth_with_equal_outputs(tmp_path):
@@ -203,6 +211,28 @@ def test_the_plateau_schedule_watches_the_logged_metric():
     # stage 0: [1, .5, .5, .5] has plateaued after 4 epochs; stage 1: [.4, .4, .4] after 3
     assert [s.epoch for s in growth.history.stages] == [4, 7]
     assert module.model.depth == 3
+
+
+def test_a_resumed_plateau_run_decides_on_the_metric_its_checkpoint_saw(tmp_path):
+    """Validating twice an epoch, checkpoints are written at validation end, before the epoch's
+    end; resumed from epoch 4's, Lightning replays that end, when the score is no longer logged."""
+
+    def fit(epochs, folder, ckpt_path=None):
+        growth = GrowthCallback("mse", schedule="plateau", patience=2, epochs_per_stage=5, monitor="score")
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / folder, filename="{epoch}", save_top_k=-1)
+        module = Scored()
+        _trainer(epochs, growth, checkpoints, val_check_interval=0.5).fit(
+            module, _loader(), _loader(), ckpt_path=ckpt_path
+        )
+        return module, growth
+
+    whole, _ = fit(7, "whole")
+    fit(4, "stopped")
+    resumed, growth = fit(7, "resumed", tmp_path / "stopped" / "epoch=3.ckpt")
+    assert [s.epoch for s in growth.history.stages] == [4, 7]
+    assert [s.val_loss for s in growth.history.stages] == pytest.approx([0.5, 0.4])
+    expected, got = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
 
 
 def test_the_plateau_schedule_without_its_metric_says_what_was_logged():

@@ -89,10 +89,8 @@ class GrowthCallback(Callback):
     Checkpoints (``ModelCheckpoint``, ``trainer.save_checkpoint``) hold this callback's state
     and the optimiser's parameter groups by parameter name; resumed with ``fit(ckpt_path=...)``,
     the freshly configured optimiser (and scheduler) is regrouped to match before Lightning
-    loads their states, so the run continues as if uninterrupted. Growth happens at the end of a
-    training epoch: a ``ModelCheckpoint`` that saves at validation end (``val_check_interval``
-    below 1, ``check_val_every_n_epoch`` above 1) saves before it; pass it
-    ``save_on_train_epoch_end=True``. One process only: a distributed strategy is refused.
+    loads their states, so the run continues as if uninterrupted. One process only: a
+    distributed strategy is refused.
     """
 
     def __init__(
@@ -127,8 +125,8 @@ class GrowthCallback(Callback):
         self.stale = 0
         self.faults = 0
         self.epochs_seen = 0
-        self._restored = False
         self._groups: list[list[list[str | None]]] | None = None  # a checkpoint's optimiser layout, to apply
+        self._saved_value: list | None = None  # a checkpoint's [epoch, monitored value]
         self._trainer: Any = None
         self._started = time.perf_counter()
 
@@ -157,19 +155,6 @@ class GrowthCallback(Callback):
         self._optimizer_of(trainer, model)
         if not trainer.strategy.restore_checkpoint_after_setup:
             self._apply_groups(trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        """Warn when a resumed checkpoint was written before this callback ended its last epoch."""
-        if self._restored and trainer.current_epoch > self.epochs_seen:
-            warnings.warn(
-                f"GrowthCallback: the checkpoint was written after epoch {trainer.current_epoch} but before "
-                f"this callback's end of epoch {self.epochs_seen + 1}; its growth decision is lost (save "
-                "checkpoints at the end of the training epoch: ModelCheckpoint(save_on_train_epoch_end=True))",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        self._restored = False
-        self.epochs_seen = max(self.epochs_seen, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Record the epoch; at the end of a stage, apply the stop rules or grow; log."""
@@ -210,7 +195,11 @@ class GrowthCallback(Callback):
             [[names.get(id(p)) for p in group["params"]] for group in optimizer.param_groups]
             for optimizer in trainer.optimizers
         ]
-        checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})["optimizer_groups"] = layout
+        state = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
+        state["optimizer_groups"] = layout
+        # Saved at validation end, before this epoch's end: a resumed fit replays that end, when
+        # the metric is no longer logged.
+        state["monitored"] = [trainer.current_epoch, _metric(trainer, self.monitor)]
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         """Forget a layout that no fit applied (a checkpoint loaded to validate or test)."""
@@ -241,7 +230,7 @@ class GrowthCallback(Callback):
         self.generator.set_state(state_dict["generator"].cpu())
         self.history = GrowthHistory.from_dict(state_dict["history"])
         self._groups = state_dict.get("optimizer_groups")
-        self._restored = True
+        self._saved_value = state_dict.get("monitored")
         trainer = self._trainer
         if trainer is not None and trainer.strategy.restore_checkpoint_after_setup and trainer.optimizers:
             self._apply_groups(trainer, trainer.lightning_module)  # restored after setup: the optimiser exists
@@ -277,6 +266,9 @@ class GrowthCallback(Callback):
     def _monitored(self, trainer) -> float:
         """The monitored metric now (NaN when not logged, which only the plateau schedule refuses)."""
         value = _metric(trainer, self.monitor)
+        saved, self._saved_value = self._saved_value, None
+        if math.isnan(value) and saved is not None and saved[0] == trainer.current_epoch:
+            value = float(saved[1])
         if math.isnan(value) and self.config.schedule != "fixed":
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise KeyError(
