@@ -1,7 +1,6 @@
 """topogrow.grow: one growth step for a training loop of your own, with the user's optimiser and
 scheduler, undone by GrowthStep.undo."""
 
-
 import pytest
 import torch
 from torch.optim import lr_scheduler
@@ -60,9 +59,10 @@ def test_grow_takes_config_fields_and_says_why_it_does_not_grow():
     data = helpers.regression_data(200, 1, dtype=torch.float32)
     torch.manual_seed(0)
     model = ResidualMLP(4, 6, 1, 1)
-    step = topogrow.grow(model, data, strategy="td", line_search="grid")  # no optimiser: only the model grows
+    with pytest.warns(RuntimeWarning, match="in no optimiser and will not train"):
+        step = topogrow.grow(model, data, strategy="td", line_search="grid")  # no optimiser: only the model grows
     assert model.depth == 2 and step.search.samples == 200 and step.record.predicted_change is not None
     with pytest.raises(topogrow.growth.context.StopGrowth, match="does not grow"):
-        topogrow.grow(model, data, strategy="no-growth")
+        topogrow.grow(model, data, strategy="no-growth", optimizer=torch.optim.Adam(model.parameters()))
     with pytest.raises(ValueError, match="did you mean"):
         topogrow.grow(model, data, strategy="smal-where")

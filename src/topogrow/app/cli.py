@@ -33,7 +33,7 @@ from topogrow.app.task import Task
 from topogrow.app.tasks import TASKS, make_task
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint, save
-from topogrow.growth.config import LOCATION_METHODS, LR_SCHEDULES, SCHEDULES
+from topogrow.growth.config import AUTOCAST, LOCATION_METHODS, LR_SCHEDULES, SCHEDULES
 from topogrow.growth.line_search import LINE_SEARCHES
 from topogrow.growth.strategies import growth_strategies
 from topogrow.nn.blocks import BLOCKS
@@ -55,7 +55,11 @@ blocks, models and tasks it registers show in --help and can be chosen.
 
 # ------------------------------------------------------------------ options from GrowthConfig
 #: GrowthConfig fields listed under "training" in ``--help`` (the others under "growth").
-TRAINING_FIELDS = ("lr", "weight_decay", "batch_size", "seed", "device")
+TRAINING_FIELDS = ("lr", "weight_decay", "batch_size", "seed", "device", "grad_clip", "accumulate_batches", "autocast")
+#: Config fields that take Python objects to matter (a callable schedule), so not options.
+PYTHON_ONLY_FIELDS = ("lr_interval",)
+#: Where ``run --log`` writes, and with which logger.
+LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "jsonl": "JSONLinesLogger"}
 _ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")  # :data:`a.b.NAME` -> a.b.NAME; :data:`~a.b.NAME` -> NAME
 _LITERAL = re.compile(r"``([^`]*)``")
 
@@ -221,7 +225,7 @@ def _add_growth_options(
 ) -> tuple[str, ...]:
     """One ``--field-name`` option per :class:`GrowthConfig` field (but ``exclude``): type from the
     annotation, default from the field, help from the docstring's ``Attributes:``; returns the fields."""
-    fields = [f for f in dataclasses.fields(GrowthConfig) if f.init and f.name not in exclude]
+    fields = [f for f in dataclasses.fields(GrowthConfig) if f.init and f.name not in (*exclude, *PYTHON_ONLY_FIELDS)]
     names = {f.name for f in dataclasses.fields(GrowthConfig)}
     docs = attribute_docs(GrowthConfig)
     defaults = GrowthConfig()
@@ -242,6 +246,12 @@ def _add_growth_options(
             kind["choices"] = list(LR_SCHEDULES)
         elif field.name == "td_location":
             kind["choices"] = list(LOCATION_METHODS)
+        elif field.name == "autocast":
+            kind["choices"] = list(AUTOCAST)
+        elif field.name == "mode":
+            kind["choices"] = ["min", "max"]
+        elif field.name == "monitor":
+            kind["choices"] = ["val_loss", "train_loss"]  # metrics are given to the Grower in Python
         elif field.name == "block":
             help_text += f"; one of: {_names(BLOCKS)}"
         if default is not None and not isinstance(default, bool):
@@ -369,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         "history and the test metric; write run.json and run.png.",
     )
     _add_common(run_parser)
+    run_parser.add_argument(
+        "--log",
+        type=_comma_list(str),
+        default=(),
+        metavar="KINDS",
+        help="also log every epoch and insertion as it happens into <out>/log: comma-separated of "
+        f"{', '.join(LOGGERS)} (tensorboard needs the tensorboard package)",
+    )
     ckpt = run_parser.add_argument_group("checkpoints")
     ckpt.add_argument(
         "--checkpoint-every",
@@ -709,6 +727,7 @@ def _run(args: argparse.Namespace) -> None:
         checkpoint_dir=checkpoints,
         checkpoint_every=args.checkpoint_every,
         resume=resume,
+        callbacks=_loggers(args.log, out / "log"),
     )
     print(result.history.summary())
     print(
@@ -727,6 +746,20 @@ def _run(args: argparse.Namespace) -> None:
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {growth.strategy}, seed {growth.seed}")
     save(network, out, metadata={**provenance(args.task, args.data_dir, args.command_line), "growth": growth.to_dict()})
     print(f"wrote {json_path}, {png_path}, the model ({out / 'model.json'}, load with topogrow.load) and {checkpoints}")
+
+
+def _loggers(kinds: tuple[str, ...], folder: Path) -> list[Any]:
+    """The loggers ``run --log`` asks for, writing into ``folder``."""
+    from topogrow.growth import loggers
+
+    unknown = [kind for kind in kinds if kind not in LOGGERS]
+    if unknown:
+        raise unknown_name_error("--log kind", unknown[0], list(LOGGERS))
+    made = []
+    for kind in dict.fromkeys(kinds):
+        target = folder / "run.jsonl" if kind == "jsonl" else folder / kind if kind == "tensorboard" else folder
+        made.append(getattr(loggers, LOGGERS[kind])(target))
+    return made
 
 
 def _compare(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,9 +18,10 @@ from topogrow._validation import check_int
 from topogrow.app.paired import Paired, paired
 from topogrow.app.task import Task
 from topogrow.app.tasks import make_task
-from topogrow.growth import Grower, GrowthConfig, GrowthHistory
+from topogrow.growth import Callback, Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
+from topogrow.growth.training import resolve_device
 from topogrow.nn import MODELS
 
 
@@ -135,8 +136,11 @@ def run(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[RunResult, torch.nn.Module]:
     """Build the initial network (seeded), grow and train it, score it on the test set.
+
+    ``callbacks`` (e.g. loggers) hang on the growth loop besides its own.
 
     ``initial_depth`` overrides the config's; ``spec`` rebuilds a given architecture.
     With ``checkpoint_dir`` the run writes checkpoints (after every stage, every
@@ -150,14 +154,15 @@ def run(
     metadata = _run_metadata(task, model, initial_depth, spec)
     found = find_checkpoint(resume) if resume is not None else None
     start = time.perf_counter()
+    device = resolve_device(growth.device)  # the commands pick CUDA when there is one
     if found is not None:
-        grower = Grower.from_checkpoint(found, task.loss, device=growth.device)
+        grower = Grower.from_checkpoint(found, task.loss, device=device, callbacks=callbacks)
         _check_same_run(grower, growth, metadata)
     else:
         torch.manual_seed(growth.seed)
-        network = build_model(task, model, initial_depth, spec)
+        network = build_model(task, model, initial_depth, spec).to(device)
         start = time.perf_counter()
-        grower = Grower(network, task.loss, growth)
+        grower = Grower(network, task.loss, growth, callbacks=callbacks)
     grower.metadata = metadata
     history = grower.fit(
         (task.X_train, task.y_train),

@@ -8,7 +8,6 @@ from topogrow.growth.callbacks import (
     FixedArchitecture,
     Freeze,
     Insertion,
-    JSONLinesLogger,
     ProgressBar,
     Rollback,
     StopRules,
@@ -20,6 +19,7 @@ from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.line_search import LineSearchResult, line_search
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
+from topogrow.growth.loggers import CSVLogger, JSONLinesLogger, TensorBoardLogger
 from topogrow.growth.lr_schedules import CosineDecay
 from topogrow.growth.registries import (
     LR_SCHEDULES,
@@ -41,6 +41,7 @@ __all__ = [
     "SCHEDULES",
     "STRATEGIES",
     "Callback",
+    "CSVLogger",
     "CheckpointError",
     "CosineDecay",
     "EpochRecord",
@@ -61,6 +62,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "StopRules",
+    "TensorBoardLogger",
     "Strategy",
     "add_parameters",
     "find_checkpoint",

@@ -3,7 +3,9 @@
 A :class:`Callback` has no-op hooks; the :class:`~topogrow.growth.grower.Grower` calls them
 in order (its own callbacks first, then the strategy's, then the user's)::
 
-    on_fit_start(grower)              before the first epoch (also when resuming)
+    on_fit_start(grower)              before the first epoch (also when resuming); the optimiser exists
+    on_train_epoch_start(grower)      before each epoch's training
+    on_train_batch_end(grower, index, loss)  after each training batch (its index in the epoch, its loss)
     on_epoch_end(grower, record)      after each epoch (an EpochRecord)
     on_stage_end(grower, context)     at the end of a growth stage, before the decision: a callback
                                       may restore weights, context.stop(reason) growth,
@@ -20,10 +22,8 @@ with it.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +39,6 @@ __all__ = [
     "FixedArchitecture",
     "Freeze",
     "Insertion",
-    "JSONLinesLogger",
     "ProgressBar",
     "EarlyStopping",
     "Rollback",
@@ -88,6 +87,12 @@ class Callback:
     def on_fit_start(self, grower) -> None:
         """Before the first epoch of :meth:`Grower.fit` (also when it resumes a run)."""
 
+    def on_train_epoch_start(self, grower) -> None:
+        """Before each epoch's training, growth or final phase."""
+
+    def on_train_batch_end(self, grower, index: int, loss: float) -> None:
+        """After each training batch (and its optimiser step, unless gradients accumulate)."""
+
     def on_epoch_end(self, grower, record: EpochRecord) -> None:
         """After each epoch, growth or final phase."""
 
@@ -117,26 +122,28 @@ class StopRules(Callback):
     ``config.min_delta``."""
 
     def __init__(self) -> None:
-        self.best_val = math.inf
+        self.best_val: float | None = None  # the best monitored value at a stage's end (None: none yet)
         self.stale = 0
 
     def on_stage_end(self, grower, context):
         cfg = grower.config
-        val_loss = context.record.val_loss
-        if val_loss < self.best_val * (1 - cfg.min_delta):
-            self.best_val, self.stale = val_loss, 0
+        value = grower.monitored(context.record)
+        if cfg.improves(value, cfg.worst if self.best_val is None else self.best_val):
+            self.best_val, self.stale = value, 0
         else:
             self.stale += 1
         if grower.model.depth >= cfg.max_depth:
             context.stop(f"reached max depth {cfg.max_depth}")
         elif self.stale >= cfg.growth_patience:
-            context.stop(f"validation loss did not improve for {self.stale} stages")
+            watched = "validation loss" if cfg.monitor == "val_loss" else cfg.monitor
+            context.stop(f"{watched} did not improve for {self.stale} stages")
 
     def state_dict(self):
-        return {"best_val": self.best_val if math.isfinite(self.best_val) else None, "stale": self.stale}
+        best = self.best_val
+        return {"best_val": best if best is not None and math.isfinite(best) else None, "stale": self.stale}
 
     def load_state_dict(self, state):
-        self.best_val = math.inf if state.get("best_val") is None else float(state["best_val"])
+        self.best_val = None if state.get("best_val") is None else float(state["best_val"])
         self.stale = int(state.get("stale", 0))
 
 
@@ -215,9 +222,9 @@ class EarlyStopping(Callback):
     per-epoch training loss stands in (and the start of a stage is not a candidate).
     """
 
-    def __init__(self, patience: int | None = None, min_delta: float = 0.0) -> None:
-        self.patience, self.min_delta = patience, min_delta
-        self.best_loss = math.inf  # the lowest validation loss of this stage so far
+    def __init__(self, patience: int | None = None, min_delta: float = 0.0, mode: str = "min") -> None:
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best_loss = self._worst  # the best monitored value (validation loss) of this stage so far
         self.best_state: dict[str, torch.Tensor] | None = None  # its parameters
         self.best_index = 0  # its epoch, or the number of epochs before the stage
         self.reference = math.inf  # the loss an improvement (by min_delta) is measured against
@@ -225,10 +232,19 @@ class EarlyStopping(Callback):
         self.epochs = 0  # epochs in this stage
         self.best_epoch: int | None = None
 
+    @property
+    def _worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+    def _improves(self, value: float, reference: float, min_delta: float) -> bool:
+        if self.mode == "max":
+            return value > reference + min_delta * abs(reference) if math.isfinite(reference) else value > reference
+        return value < reference * (1 - min_delta)
+
     def _start(self, grower, loss: float | None = None) -> None:
-        """A new stage starts from the model as it is, whose validation loss is ``loss``."""
-        loss = grower.validation_loss() if loss is None else loss
-        self.best_loss = self.reference = math.inf if loss is None else loss
+        """A new stage starts from the model as it is, whose monitored value is ``loss``."""
+        loss = grower.monitored_now() if loss is None else loss
+        self.best_loss = self.reference = self._worst if loss is None else loss
         self.best_state = None if loss is None else _copy_state(grower.model)
         self.best_index = len(grower.history.epochs)
         self.waiting = self.epochs = 0
@@ -238,11 +254,12 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, grower, record):
         self.epochs += 1
-        if record.val_loss < self.best_loss:
-            self.best_loss, self.best_index = record.val_loss, record.epoch
+        value = grower.monitored(record)
+        if self._improves(value, self.best_loss, 0.0):
+            self.best_loss, self.best_index = value, record.epoch
             self.best_state = _copy_state(grower.model)
-        if record.val_loss < self.reference * (1 - self.min_delta):
-            self.reference, self.waiting = record.val_loss, 0
+        if self._improves(value, self.reference, self.min_delta):
+            self.reference, self.waiting = value, 0
         else:
             self.waiting += 1
         if self.patience is not None and self.waiting >= self.patience:
@@ -274,8 +291,8 @@ class EarlyStopping(Callback):
         }
 
     def load_state_dict(self, state):
-        self.best_loss = _infinite(state["best_loss"])
-        self.reference = _infinite(state["reference"])
+        self.best_loss = _infinite(state["best_loss"], self._worst)
+        self.reference = _infinite(state["reference"], self._worst)
         self.best_state = state["best_state"]
         self.best_index, self.waiting, self.epochs = state["best_index"], state["waiting"], state["epochs"]
         self.best_epoch = state["best_epoch"]
@@ -290,8 +307,8 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _infinite(value: float | None) -> float:
-    return math.inf if value is None else float(value)
+def _infinite(value: float | None, worst: float = math.inf) -> float:
+    return worst if value is None else float(value)
 
 
 class Rollback(Callback):
@@ -314,23 +331,24 @@ class Rollback(Callback):
     def on_stage_end(self, grower, context):
         if self.trial is not None:
             self._judge(grower, context)
-        self.before = {"loss": grower.validation_loss(), **grower.snapshot()}
+        self.before = {"loss": grower.monitored_now(), **grower.snapshot()}
 
     def on_insert(self, grower, insertion):
         self.trial = {"location": insertion.location, "stage": insertion.record.stage, **self.before}
 
     def _judge(self, grower, context) -> None:
         trial, self.trial = self.trial, None
-        after = grower.validation_loss()
+        after = grower.monitored_now()
         record = next(s for s in grower.history.stages if s.stage == trial["stage"])
-        if trial["loss"] is None or after < trial["loss"] * (1 - self.min_delta):
+        if trial["loss"] is None or grower.config.improves(after, trial["loss"], self.min_delta):
             record.accepted = True
             self.retried = False
             return
         grower.model.remove_layer(trial["location"])
         grower.restore(trial)
         record.accepted = False
-        record.note = f"rolled back: validation loss {after:.6g} did not improve on {trial['loss']:.6g}"
+        watched = "validation loss" if grower.config.monitor == "val_loss" else grower.config.monitor
+        record.note = f"rolled back: {watched} {after:.6g} did not improve on {trial['loss']:.6g}"
         if self.on_reject == "retry" and not self.retried:
             self.retried = True
             context.exclude(trial["location"])
@@ -366,49 +384,3 @@ class ProgressBar(Callback):
     def on_fit_end(self, grower):
         if self.bar is not None:
             self.bar.close()
-
-
-class JSONLinesLogger(Callback):
-    """Appends one JSON object per line to ``path`` as the run goes (``tail -f`` it, or read it
-    with ``pandas.read_json(path, lines=True)``): ``{"event": "epoch", ...}`` after each epoch
-    (an EpochRecord), ``{"event": "insert", ...}`` after each insertion (stage, location,
-    epsilon, predicted and actual change, depth after it) and ``{"event": "end", ...}``."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps(entry) + "\n")
-
-    def on_fit_start(self, grower):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def on_epoch_end(self, grower, record):
-        self._write({"event": "epoch", **asdict(record)})
-
-    def on_insert(self, grower, insertion):
-        record = insertion.record
-        self._write(
-            {
-                "event": "insert",
-                "stage": record.stage,
-                "epoch": record.epoch,
-                "location": insertion.location,
-                "epsilon": insertion.epsilon,
-                "predicted_change": insertion.predicted_change,
-                "actual_change": insertion.actual_change,
-                "depth": grower.model.depth,
-            }
-        )
-
-    def on_fit_end(self, grower):
-        history = grower.history
-        self._write(
-            {
-                "event": "end",
-                "depth": grower.model.depth,
-                "epochs": len(history.epochs),
-                "stop_reason": history.stop_reason,
-            }
-        )

@@ -18,10 +18,12 @@ import json
 from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 from topogrow.core.topological_derivative import EIGH_COST
 from topogrow.growth.callbacks import Callback
+from topogrow.growth.data import TransformedBatches
 
 __all__ = ["ComputeCounter", "forward_flops"]
 
@@ -34,7 +36,12 @@ def _probe(grower) -> torch.Tensor | None:
     would draw from its shuffling generator); ``None`` when the data cannot be indexed."""
     data = grower.train_source.data
     try:
-        x = data[0][:1] if isinstance(data, (tuple, list)) else data.dataset[0][0][None]
+        if isinstance(data, (tuple, list)):
+            x = data[0][:1]
+        elif isinstance(data, TransformedBatches):  # the user's transform of a batch of one sample
+            x = data.transform(default_collate([data.dataset[0]]))[0]
+        else:
+            x = data.dataset[0][0][None]
     except (AttributeError, TypeError, IndexError, KeyError, NotImplementedError):
         return None
     parameter = next(grower.model.parameters())

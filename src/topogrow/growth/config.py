@@ -37,6 +37,10 @@ LOCATION_BUDGET = 0.75
 LOCATION_METHODS = ("lanczos", "exact")
 
 
+#: The mixed-precision dtypes of ``autocast``.
+AUTOCAST = ("bfloat16", "float16")
+
+
 def parse_budget(budget: float | str | None) -> float | str | None:
     """A budget as FLOPs (a positive float) or ``"<N> epochs"`` (normalised); one-line errors."""
     if isinstance(budget, str):
@@ -146,8 +150,20 @@ class GrowthConfig:
             accepts an increase of the loss (see :mod:`topogrow.growth.line_search`).
         epsilons: line-search candidates (both signs are tried), or the range the model search
             walks in.
+        grad_clip: clip the gradients' total norm to this before each step (``None``: no clipping).
+        accumulate_batches: add up the gradients of this many batches (each loss divided by it)
+            before each optimiser step; an epoch's last, shorter group steps too.
+        autocast: mixed precision for the training forward passes: ``"bfloat16"`` (CPU or CUDA) or
+            ``"float16"`` (CUDA, with a gradient scaler); ``None``: the parameters' dtype.
+            Validation and the topological derivative run in the parameters' dtype.
+        monitor: what early stopping, rollback, the stop rules and the plateau schedules watch:
+            ``"val_loss"``, ``"train_loss"`` or ``"val_<name>"`` of a metric given to the
+            :class:`~topogrow.growth.grower.Grower` (e.g. ``"val_accuracy"``).
+        mode: ``"min"`` (lower is better) or ``"max"`` for ``monitor``.
+        lr_interval: when a callable ``lr_schedule``'s scheduler steps: ``"epoch"`` or ``"step"``
+            (after every optimiser step, e.g. ``OneCycleLR``); the named schedules step per epoch.
         seed: seeds initialisation, shuffling and random strategies.
-        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` keeps the model on its own device.
         block: grow by this registered block (:data:`topogrow.nn.blocks.BLOCKS`, e.g.
             ``"gelu-mlp"``) with the matrix-free topological derivative; ``None`` grows by the
             model's closed-form layer. The model needs ``insert_block``. The top
@@ -189,6 +205,12 @@ class GrowthConfig:
     line_search_samples: int = 8192
     line_search: str = "model"
     epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS)
+    grad_clip: float | None = None
+    accumulate_batches: int = 1
+    autocast: str | None = None
+    monitor: str = "val_loss"
+    mode: str = "min"
+    lr_interval: str = "epoch"
     seed: int = 0
     device: str | None = None
     block: str | None = None
@@ -209,6 +231,7 @@ class GrowthConfig:
             "line_search_samples",
             "growth_patience",
             "lr_patience",
+            "accumulate_batches",
         ):
             check_int(name, getattr(self, name), minimum=1)
         check_int("final_epochs", self.final_epochs, minimum=0)
@@ -265,6 +288,23 @@ class GrowthConfig:
             if not epsilon > 0:
                 raise ValueError(f"epsilons must be a non-empty list of positive numbers, got {self.epsilons!r}")
         object.__setattr__(self, "epsilons", tuple(float(e) for e in self.epsilons))
+        if self.grad_clip is not None:
+            check_real("grad_clip", self.grad_clip, positive=True)
+        if self.autocast is not None and self.autocast not in AUTOCAST:
+            raise unknown_name_error("autocast", self.autocast, AUTOCAST)
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if not isinstance(self.monitor, str) or not (
+            self.monitor in ("val_loss", "train_loss") or self.monitor.startswith("val_")
+        ):
+            raise ValueError(f"monitor must be 'val_loss', 'train_loss' or 'val_<metric name>', got {self.monitor!r}")
+        if self.lr_interval not in ("epoch", "step"):
+            raise ValueError(f"lr_interval must be 'epoch' or 'step', got {self.lr_interval!r}")
+        if self.lr_interval == "step" and not callable(self.lr_schedule):
+            raise ValueError(
+                f"lr_interval='step' steps a scheduler of your own (lr_schedule=callable); the named schedule "
+                f"{self.lr_schedule!r} steps per epoch"
+            )
         if self.device is not None:
             if isinstance(self.device, torch.device):
                 object.__setattr__(self, "device", str(self.device))
@@ -282,6 +322,19 @@ class GrowthConfig:
             return None
         cap = AUTO_SAMPLES[1] if self.td_samples == "auto" else self.td_samples
         return Sampling(rel_error=self.td_rel_error, min_samples=min(AUTO_SAMPLES[0], cap), max_samples=cap)
+
+    def improves(self, value: float, reference: float, min_delta: float | None = None) -> bool:
+        """Whether the monitored ``value`` beats ``reference`` by a relative ``min_delta`` (default:
+        the config's) in ``mode``; ``reference`` may be :attr:`worst`."""
+        delta = self.min_delta if min_delta is None else min_delta
+        if self.mode == "max":
+            return value > reference + delta * abs(reference) if math.isfinite(reference) else value > reference
+        return value < reference * (1 - delta)
+
+    @property
+    def worst(self) -> float:
+        """The value every monitored value improves on: ``inf`` (mode ``"min"``) or ``-inf``."""
+        return math.inf if self.mode == "min" else -math.inf
 
     @property
     def stop_patience(self) -> int | None:

@@ -42,6 +42,27 @@ class TensorBatches:
                 yield self.x[index], self.y[index]
 
 
+class TransformedBatches:
+    """The batches of ``loader`` passed through ``transform`` (a batch -> ``(x, y)``), as re-iterable
+    as the loader; its ``dataset``, ``sampler`` and ``generator`` are the loader's."""
+
+    def __init__(self, loader: Iterable, transform) -> None:
+        self.loader, self.transform = loader, transform
+        for name in ("dataset", "sampler", "generator"):
+            if hasattr(loader, name):
+                setattr(self, name, getattr(loader, name))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            pair = self.transform(batch)
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"batch_transform must return a pair (x, y), got {type(pair).__name__}")
+            yield tuple(pair)
+
+
 @dataclass
 class DataSource:
     """Training or validation data: batches for epochs and a fixed subset for evaluation."""
@@ -51,7 +72,17 @@ class DataSource:
     data: object = None  # the pair or loader as given (for the streaming TD pass)
 
     @classmethod
-    def from_data(cls, data, name: str, batch_size: int, shuffle: bool, seed: int) -> DataSource:
+    def from_data(cls, data, name: str, batch_size: int, shuffle: bool, seed: int, transform=None) -> DataSource:
+        """Batches of ``data`` (an ``(X, y)`` pair or a re-iterable loader, whose batches
+        ``transform`` maps to ``(x, y)`` pairs when given)."""
+        if transform is not None:
+            if not callable(transform):
+                raise TypeError(f"batch_transform must be callable, got {type(transform).__name__}")
+            if isinstance(data, (tuple, list)):
+                raise TypeError(f"{name}: batch_transform maps a DataLoader's batches; pass the DataLoader")
+            source = cls.from_data(data, name, batch_size, shuffle, seed)
+            batches = TransformedBatches(data, transform)
+            return cls(batches, source.n_samples, batches)
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
             x, y = data
             check_pair(x, y, name)
@@ -150,7 +181,15 @@ def check_compatible(model: torch.nn.Module, source: DataSource, name: str, loss
     else:
         batch = next(iter(source.loader), None)
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(f"{name}: each batch of the DataLoader must be a pair (x, y), got {type(batch).__name__}")
+            kind = (
+                f"{type(batch).__name__} of {len(batch)} items"
+                if isinstance(batch, (tuple, list))
+                else type(batch).__name__
+            )
+            raise TypeError(
+                f"{name}: each batch of the DataLoader must be a pair (x, y), got a {kind}; pass "
+                "batch_transform=... to fit (e.g. lambda batch: (batch['x'], batch['y']))"
+            )
         x, y = batch
     if not x.is_floating_point():
         raise TypeError(f"{name}: X has dtype {x.dtype}; expected floating-point inputs (convert with X.float())")

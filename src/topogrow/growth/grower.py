@@ -13,7 +13,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,19 @@ from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
+from topogrow.growth.model_check import check_growable, check_precision
 from topogrow.growth.schedules import Schedule, make_schedule
 from topogrow.growth.strategies import make_strategy
-from topogrow.growth.training import evaluate_loss, optimizer_factory, resolve_device, train_epoch
+from topogrow.growth.training import (
+    Metric,
+    TrainingOptions,
+    evaluate,
+    evaluate_loss,
+    is_stateful_metric,
+    optimizer_factory,
+    resolve_device,
+    train_epoch,
+)
 
 
 @dataclass
@@ -96,6 +106,11 @@ class Grower:
         schedule: when stages end (default: the registered ``config.schedule``).
         generator: the draws of random locations and initialisations (default: seeded with
             ``config.seed + 1``).
+        metrics: ``{name: metric}`` evaluated after every epoch on the validation data (the
+            training data without any) and stored in each record's ``metrics`` as ``"val_<name>"``;
+            a metric is ``(prediction, target) -> float`` (the batch mean) or a ``torchmetrics.Metric``.
+            ``config.monitor="val_<name>"`` (with ``config.mode``) makes early stopping, rollback,
+            the stop rules and the plateau schedules watch it.
 
     ``fit(..., checkpoint_dir=...)`` checkpoints the run; :meth:`from_checkpoint` continues it
     (exactly, on CPU). Under an initialised ``torch.distributed`` process group of several
@@ -118,6 +133,7 @@ class Grower:
         callbacks: Sequence[Callback] = (),
         schedule: Schedule | None = None,
         generator: torch.Generator | None = None,
+        metrics: Mapping[str, Metric] | None = None,
         **overrides: Any,
     ) -> None:
         config = config or GrowthConfig()
@@ -132,11 +148,14 @@ class Grower:
                 "insert_block(location, module); use block=None (its closed-form layer) or a model with insert_block"
             )
         self.strategy.check_model(model)
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {cfg.device!r}: CUDA is not available here; use device='cpu'")
         if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
             raise TypeError(f"expected a model (an nn.Module with parameters), got {type(model).__name__}")
+        # as PyTorch and Lightning do, the model stays where it is unless a device is asked for
+        self.device = resolve_device(cfg.device) if cfg.device is not None else next(model.parameters()).device
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r}: CUDA is not available here; use device='cpu'")
+        self.metrics: dict[str, Metric] = _check_metrics(metrics, cfg)
+        self.options = TrainingOptions.from_config(cfg, self.device)
         check_growable(model, cfg)
         check_precision(model, self.device)
         for callback in callbacks:
@@ -170,6 +189,7 @@ class Grower:
         self.train_source: DataSource | None = None
         self.val_source: DataSource | None = None
         self._line_search_data = None
+        self._covered: set[int] = set()
         self._fit_callbacks: list[Callback] = list(self.callbacks)
         self._checkpoints: RunCheckpoints | None = None
         self._resume: Checkpoint | None = None
@@ -227,6 +247,7 @@ class Grower:
         checkpoint_every: int = 0,
         keep_checkpoints: int = 2,
         line_search_data=None,
+        batch_transform: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> GrowthHistory:
         """Run the whole growth loop on ``train`` (and ``val`` for the stop rules).
 
@@ -251,6 +272,13 @@ class Grower:
         grown model, ``Grower(grower.model, ...).fit(...)``, which keeps its own history; to
         continue an interrupted run, use :meth:`from_checkpoint`. A ``fit`` that failed
         before training began (bad data, a model that does not fit it) may be called again.
+
+        ``batch_transform`` maps each batch of a DataLoader (a dict, ``(x, y, w)``, ...) to the pair
+        ``(x, y)`` that training, validation, the topological derivative and the line search read.
+
+        The optimiser exists before :meth:`Callback.on_fit_start`; a callback that adds parameters
+        there hands them to it with :meth:`add_parameters`. Growth draws from ``generator`` only:
+        the global random state is as training alone leaves it.
         """
         if self._fitted:
             raise RuntimeError(
@@ -258,8 +286,10 @@ class Grower:
                 "grower.history); to grow further use a new Grower(grower.model, ...), which keeps its own history"
             )
         check_int("checkpoint_every", checkpoint_every, minimum=0)
-        self._open_data(train, val)
+        self._open_data(train, val, batch_transform)
         self._fitted = True
+        if line_search_data is not None and batch_transform is not None:
+            line_search_data = [batch_transform(batch) for batch in line_search_data]
         self._line_search_data = line_search_data
         resume = self._resume
         self._checkpoints = RunCheckpoints(
@@ -273,8 +303,8 @@ class Grower:
             self._load_callback_states(resume.callbacks)
         self.start_time = time.perf_counter() - self.progress.elapsed
         try:
-            self._call("on_fit_start")
             self.optimizer = self._build_optimizer(None if resume is None else resume.optimizer["groups"])
+            self._call("on_fit_start")
             horizon = (
                 self.budget.horizon(self) if self.budget is not None else planned_epochs(self.config, self.model.depth)
             )
@@ -297,6 +327,29 @@ class Grower:
         self.history.wall_time = time.perf_counter() - self.start_time
         self._resume = None
         return self.history
+
+    def add_parameters(self, parameters: Sequence[torch.nn.Parameter]) -> None:
+        """Hand new parameters of the model (a callback's own layers) to the live optimiser and
+        scheduler as one group at the current rate (:func:`~topogrow.growth.live_optimizer.add_parameters`)."""
+        add_parameters(self.optimizer, list(parameters), self.scheduler)
+        self.distributed_run.parameters_changed()
+
+    def monitored(self, record: EpochRecord | StageRecord) -> float:
+        """The value of ``config.monitor`` in ``record``."""
+        monitor = self.config.monitor
+        if monitor in ("val_loss", "train_loss"):
+            return getattr(record, monitor)
+        return (record.metrics or {})[monitor]
+
+    def monitored_now(self) -> float | None:
+        """``config.monitor`` for the model as it is now (``None`` without validation data, for the
+        validation loss): what early stopping and rollback judge a stage's start by."""
+        monitor = self.config.monitor
+        if monitor == "val_loss":
+            return self.validation_loss()
+        if monitor == "train_loss":
+            return evaluate_loss(self.model, self.train_source.loader, self.loss, self.distributed_run.reduce)
+        return self._evaluate_metrics()[monitor]
 
     def end_stage(self) -> None:
         """End the current stage (or the final phase) after this epoch, whatever the schedule says."""
@@ -363,7 +416,8 @@ class Grower:
                 checkpoints.save()
             else:
                 record = self._epoch()
-                state.curve.append(record.val_loss)
+                value = self.monitored(record)  # the schedules find the lowest: negate a maximised one
+                state.curve.append(value if self.config.mode == "min" else -value)
                 checkpoints.epoch_done(record.epoch)
         while state.phase == "final":
             if state.final_done >= self.config.final_epochs or state.stage_over:
@@ -376,7 +430,13 @@ class Grower:
         checkpoints.save_if_changed()
 
     def _end_stage(self) -> None:
-        """The end of a stage: record it, let the callbacks see it, decide and insert a layer."""
+        """The end of a stage: record it, let the callbacks see it, decide and insert a layer; the
+        global random state is left as it was (growth draws from ``self.generator``)."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self._decide_and_insert()
+
+    def _decide_and_insert(self) -> None:
         record = self._stage_record()
         context = StageContext(
             model=self.model,
@@ -416,8 +476,7 @@ class Grower:
             data = self.train_source.subset(math.ceil(cfg.line_search_samples / world_size()))
         reduce = self.distributed_run.reduce
         layer, search = insert_searched(self.model, proposal, data, self.loss, cfg, self.generator, reduce)
-        add_parameters(self.optimizer, list(layer.parameters()), self.scheduler)
-        self.distributed_run.parameters_changed()
+        self.add_parameters(layer.parameters())
         self.progress.faults = 0
         record_insertion(record, proposal, search)
         record.wall_time = time.perf_counter() - self.start_time
@@ -432,35 +491,73 @@ class Grower:
         if callable(getattr(sampler, "set_epoch", None)):  # DistributedSampler: a new shuffle each epoch
             sampler.set_epoch(epoch)
         reduce = self.distributed_run.reduce
+        self._call("on_train_epoch_start")
+        self._check_optimizer_covers()
         lr = float(self.optimizer.param_groups[0]["lr"])
         try:
             trained = self.distributed_run.module(self.model, self.device)
-            train_loss = train_epoch(trained, self.train_source.loader, self.loss, self.optimizer, reduce)
+            train_loss = train_epoch(
+                trained, self.train_source.loader, self.loss, self.optimizer, reduce, self.options, self._batch_end
+            )
         except FloatingPointError as error:
             raise FloatingPointError(self._diverged(epoch, one_line(error))) from None
         val_loss = self.validation_loss() if self.val_source is not None else train_loss
+        metrics = self._evaluate_metrics() if self.metrics else None
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             problem = f"the {'validation' if math.isfinite(train_loss) else 'training'} loss became "
             problem += f"{val_loss if math.isfinite(train_loss) else train_loss}: lower the learning rate"
             raise FloatingPointError(self._diverged(epoch, problem))
         wall_time = time.perf_counter() - self.start_time
-        record = EpochRecord(epoch, state.stage, self.model.depth, train_loss, val_loss, wall_time=wall_time, lr=lr)
+        record = EpochRecord(
+            epoch, state.stage, self.model.depth, train_loss, val_loss, wall_time=wall_time, lr=lr, metrics=metrics
+        )
         self.history.epochs.append(record)
         self._call("on_epoch_end", record)
-        step_lr_scheduler(self.scheduler, val_loss)
+        if self.config.lr_interval == "epoch":
+            step_lr_scheduler(self.scheduler, self.monitored(record))
         return record
 
+    def _batch_end(self, index: int, loss: float) -> None:
+        """After each training batch: a per-step scheduler steps, the callbacks see the batch."""
+        if self.config.lr_interval == "step" and self.scheduler is not None:
+            self.scheduler.step()
+        self._call("on_train_batch_end", index, loss)
+
+    def _evaluate_metrics(self) -> dict[str, float]:
+        """``{"val_<name>": value}`` of every metric on the validation data (the training data without)."""
+        source = self.val_source if self.val_source is not None else self.train_source
+        _, values = evaluate(self.model, source.loader, self.loss, self.metrics, self.distributed_run.reduce)
+        return {f"val_{name}": value for name, value in values.items()}
+
+    def _check_optimizer_covers(self) -> None:
+        """Warn once about trainable parameters that are in no optimiser group (they would never train)."""
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [
+            name
+            for name, p in self.model.named_parameters()
+            if p.requires_grad and id(p) not in held and id(p) not in self._covered
+        ]
+        if missing:
+            self._covered.update(id(p) for name, p in self.model.named_parameters() if name in missing)
+            warnings.warn(
+                f"{len(missing)} trainable parameters of the model are in no optimiser group and will not train "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a callback that adds layers "
+                "hands their parameters over with grower.add_parameters(...)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
     # --------------------------------------------------------------- internals
-    def _open_data(self, train, val) -> None:
+    def _open_data(self, train, val, transform=None) -> None:
         """The training and validation sources, checked against the model, the loss and the processes."""
         cfg = self.config
         check_data_kind(train, "train")
         if val is not None:
             check_data_kind(val, "val")
-        self.train_source = DataSource.from_data(train, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+        self.train_source = DataSource.from_data(train, "train", cfg.batch_size, True, cfg.seed, transform)
         self.val_source = None
         if val is not None:
-            self.val_source = DataSource.from_data(val, "val", cfg.validation_batch_size, shuffle=False, seed=cfg.seed)
+            self.val_source = DataSource.from_data(val, "val", cfg.validation_batch_size, False, cfg.seed, transform)
         probe = check_compatible(self.model, self.train_source, "train", self.loss_name)
         if cfg.block is not None:
             check_block(self.model, cfg.block, probe)
@@ -509,6 +606,7 @@ class Grower:
             depth=self.model.depth,
             n_parameters=sum(p.numel() for p in self.model.parameters()),
             wall_time=time.perf_counter() - self.start_time,
+            metrics=last.metrics if last else None,
         )
         self.history.stages.append(record)
         return record
@@ -558,69 +656,30 @@ class Grower:
                 callback.load_state_dict(states[key])
 
 
+def _check_metrics(metrics: Mapping[str, Metric] | None, config: GrowthConfig) -> dict[str, Metric]:
+    """The metrics as a dict of callables or torchmetrics; the monitor names one of them or a loss."""
+    metrics = dict(metrics or {})
+    for name, metric in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
+        if not (callable(metric) or is_stateful_metric(metric)):
+            raise TypeError(
+                f"metric {name!r}: expected a callable (prediction, target) -> float or a torchmetrics.Metric, "
+                f"got {type(metric).__name__}"
+            )
+    monitor = config.monitor
+    if monitor not in ("val_loss", "train_loss") and monitor.removeprefix("val_") not in metrics:
+        names = ", ".join(["val_loss", "train_loss", *(f"val_{name}" for name in metrics)])
+        raise ValueError(f"monitor {monitor!r} is not a loss or a metric given to the Grower; choose from {names}")
+    return metrics
+
+
 def _config_callbacks(config: GrowthConfig) -> list[Callback]:
     """The callbacks the config asks for, in order: early stopping (restores the best epoch of a
     stage before anything else looks at it), then rollback (judges the last insertion on it)."""
     callbacks: list[Callback] = []
     if config.early_stopping:
-        callbacks.append(EarlyStopping(config.stop_patience, config.min_delta))
+        callbacks.append(EarlyStopping(config.stop_patience, config.min_delta, config.mode))
     if config.rollback:
         callbacks.append(Rollback(config.min_delta, config.on_reject))
     return callbacks
-
-
-def check_growable(model: torch.nn.Module, config: GrowthConfig) -> None:
-    """Fail before training, naming the member, if ``model`` lacks what the growth loop will use
-    (:data:`topogrow.nn.growable.CONTRACT`): the states, the locations, inserting (and, with
-    rollback, removing) a layer, and the head (``head_modules()``, whose parameters new layers
-    take their device and dtype from)."""
-    name = type(model).__name__
-    needed = ["forward_states", "depth", "locations", "head_modules"]
-    needed += ["insert_layer", "insertion_shape"] if config.block is None else ["insert_block"]
-    if config.rollback:
-        needed.append("remove_layer")
-    members = {}
-    for member in needed:
-        try:
-            members[member] = getattr(model, member)
-        except AttributeError as error:  # a missing attribute, or a property that reads one
-            raise TypeError(
-                f"{name} cannot grow: it has no {member} ({one_line(error)}); the growth loop needs "
-                f"{', '.join(needed)} (subclass topogrow.nn.GrowableModel)"
-            ) from None
-    for member in ("forward_states", "head_modules", "insert_layer", "insert_block", "remove_layer"):
-        if member in members and not callable(members[member]):
-            raise TypeError(f"{name} cannot grow: its {member} is not a method (subclass topogrow.nn.GrowableModel)")
-    try:
-        heads = list(model.head_modules())
-        locations = len(model.locations)
-        if config.block is None:
-            model.insertion_shape(0)
-    except (AttributeError, TypeError, ValueError, IndexError, NotImplementedError) as error:
-        raise TypeError(
-            f"{name} cannot grow: head_modules(), locations or insertion_shape(0) fail ({one_line(error)}); "
-            "a model that renames its head overrides head_modules() to return it"
-        ) from None
-    if locations < 1:
-        raise TypeError(f"{name} cannot grow: it has no insertion locations (len(model.locations) is 0)")
-    if not all(isinstance(module, torch.nn.Module) for module in heads):
-        kinds = ", ".join(type(module).__name__ for module in heads)
-        raise TypeError(f"{name} cannot grow: head_modules() must return nn.Module objects, got [{kinds}]")
-
-
-def check_precision(model: torch.nn.Module, device: torch.device) -> None:
-    """Refuse float16 parameters: Adam's updates and the losses overflow or round to nothing in
-    float16 without a gradient scaler, whatever the learning rate."""
-    if not any(p.dtype == torch.float16 for p in model.parameters()):
-        return
-    if device.type == "cuda":
-        advice = (
-            "use bfloat16 (model.to(torch.bfloat16)) or float32 (float16 mixed precision needs torch.autocast "
-            "and a GradScaler, which the growth loop does not use)"
-        )
-    else:
-        advice = "on CPU use bfloat16 (model.to(torch.bfloat16)) or float32"
-    raise TypeError(
-        f"{type(model).__name__} has float16 parameters, which the growth loop does not train (no gradient "
-        f"scaler: the loss becomes NaN whatever the learning rate); {advice}"
-    )

@@ -11,7 +11,8 @@ from typing import Any
 class EpochRecord:
     """Losses after one epoch of training, and the anytime curve: the run's cumulative ``flops``
     (as :class:`~topogrow.growth.compute.ComputeCounter` counts them) and ``wall_time`` (seconds)
-    at the epoch's end, and the learning rate ``lr`` of the first parameter group it trained with."""
+    at the epoch's end, the learning rate ``lr`` of the first parameter group it trained with, and
+    the ``metrics`` given to the grower (``{"val_<name>": value}``; ``None`` without any)."""
 
     epoch: int
     stage: int
@@ -21,6 +22,7 @@ class EpochRecord:
     flops: float | None = None
     wall_time: float | None = None
     lr: float | None = None
+    metrics: dict[str, float] | None = None
 
 
 @dataclass
@@ -33,9 +35,9 @@ class StageRecord:
     ``note`` says why an insertion was skipped (a numerical fault) or rolled back, when one was;
     ``td_samples`` is the number of samples the topological derivative read and ``td_error`` its
     estimated relative standard error of the chosen location's mu (a sampled pass only).
-    ``accepted`` is ``False`` for an insertion rolled back after its stage (see
-    :class:`~topogrow.growth.callbacks.Rollback`), ``True`` for one kept after it, ``None`` when
-    not judged.
+    ``metrics`` are those of the stage's last epoch. ``accepted`` is ``False`` for an insertion
+    rolled back after its stage (see :class:`~topogrow.growth.callbacks.Rollback`), ``True`` for
+    one kept after it, ``None`` when not judged.
     """
 
     stage: int
@@ -54,6 +56,7 @@ class StageRecord:
     accepted: bool | None = None
     td_samples: int | None = None
     td_error: float | None = None
+    metrics: dict[str, float] | None = None
 
 
 def _records(cls: type, rows: Any, where: str) -> list:

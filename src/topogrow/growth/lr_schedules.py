@@ -59,7 +59,7 @@ def _cosine(optimizer: torch.optim.Optimizer, config, horizon: int) -> LambdaLR:
 def _plateau(optimizer: torch.optim.Optimizer, config, horizon: int) -> ReduceLROnPlateau:
     return ReduceLROnPlateau(
         optimizer,
-        mode="min",
+        mode=config.mode,
         factor=config.lr_factor,
         patience=config.lr_patience,
         threshold=config.min_delta,
@@ -81,7 +81,8 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, config, horizon: int) ->
 
 
 def step_lr_scheduler(scheduler: Any, val_loss: float) -> None:
-    """One epoch's step: ``ReduceLROnPlateau`` with the validation loss, any other without."""
+    """One epoch's step: ``ReduceLROnPlateau`` with the monitored value (the validation loss by
+    default), any other without."""
     if scheduler is None:
         return
     if isinstance(scheduler, ReduceLROnPlateau):

@@ -6,6 +6,7 @@ its parameters to your optimiser and scheduler (:func:`~topogrow.growth.live_opt
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from topogrow.growth.data import DataSource
 from topogrow.growth.history import StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
+from topogrow.growth.model_check import check_growable
 from topogrow.growth.strategies import make_strategy
 
 __all__ = ["GrowthStep", "grow"]
@@ -54,6 +56,7 @@ def grow(
     config: GrowthConfig | None = None,
     generator: torch.Generator | None = None,
     line_search_data=None,
+    batch_transform=None,
     **overrides: Any,
 ) -> GrowthStep:
     """Insert one layer into ``model``, as the growth loop does at the end of a stage.
@@ -65,7 +68,10 @@ def grow(
     parameters join it as a group with the current hyper-parameters of its first group (the current
     learning rate, and every key a scheduler set), and the scheduler's per-group lists are extended:
     the schedule goes on without a jump, and the old parameters keep their state. ``overrides``
-    replace config fields (``grow(model, data, strategy="td")``). Raises
+    replace config fields (``grow(model, data, strategy="td")``); ``batch_transform`` maps each batch
+    of a DataLoader to ``(x, y)``. The global random state is left as it was (the decision draws
+    from ``generator``). Without an optimiser the new parameters train only once you add them to
+    one (a ``RuntimeWarning`` says so). Raises
     :class:`~topogrow.growth.context.StopGrowth` (with the reason) when the strategy does not grow,
     :class:`~topogrow.growth.context.StageFault` on a numerical fault.
 
@@ -78,9 +84,10 @@ def grow(
     config = config or GrowthConfig()
     config = config.replace(**overrides) if overrides else config
     strategy = make_strategy(config.strategy, config.neurons, config.rel_threshold, block=config.block)
+    check_growable(model, config)
     strategy.check_model(model)
     generator = generator if generator is not None else torch.Generator().manual_seed(config.seed + 1)
-    source = DataSource.from_data(data, "data", config.batch_size, shuffle=True, seed=config.seed)
+    source = DataSource.from_data(data, "data", config.batch_size, True, config.seed, batch_transform)
     record = StageRecord(
         stage=0,
         epoch=0,
@@ -91,13 +98,23 @@ def grow(
         wall_time=0.0,
     )
     loss = resolve_loss(loss)
-    context = StageContext(model, source.data, loss, config, generator, record=record, strategy=strategy)
-    proposal = context.proposal
-    if proposal is None:
-        raise StopGrowth(f"strategy {config.strategy!r} does not grow")
-    searched = line_search_data if line_search_data is not None else source.subset(config.line_search_samples)
-    layer, search = insert_searched(model, proposal, searched, loss, config, generator)
+    reference = next(model.parameters())
+    devices = [reference.device.index or 0] if reference.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        context = StageContext(model, source.data, loss, config, generator, record=record, strategy=strategy)
+        proposal = context.proposal
+        if proposal is None:
+            raise StopGrowth(f"strategy {config.strategy!r} does not grow")
+        searched = line_search_data if line_search_data is not None else source.subset(config.line_search_samples)
+        layer, search = insert_searched(model, proposal, searched, loss, config, generator)
     record_insertion(record, proposal, search)
     if optimizer is not None:
         add_parameters(optimizer, list(layer.parameters()), scheduler)
+    else:
+        warnings.warn(
+            "grow() without optimizer=: the new layer's parameters are in no optimiser and will not train "
+            "until you add them (pass optimizer= and scheduler= to grow, or add_parameters yourself)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return GrowthStep(proposal.location, search.epsilon, layer, proposal, search, record, model, optimizer, scheduler)

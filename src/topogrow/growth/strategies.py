@@ -478,7 +478,9 @@ class SmallLayers(Callback):
         while model.depth < grower.config.max_depth:
             location = model.locations[int(torch.randint(len(model.locations), (1,), generator=generator))]
             rows = SMALL_SCALE * random_init(model, location, generator)
-            model.insert_layer(location).load_direction(rows.to(device=reference.device, dtype=reference.dtype))
+            layer = model.insert_layer(location)
+            layer.load_direction(rows.to(device=reference.device, dtype=reference.dtype))
+            grower.add_parameters(layer.parameters())
 
 
 @register_strategy(

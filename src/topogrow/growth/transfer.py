@@ -128,7 +128,8 @@ class LowRankAdapters(Callback):
         self.rank = rank
 
     def on_fit_start(self, grower):
-        add_low_rank_adapters(grower.model, self.rank, grower.generator)
+        adapters = add_low_rank_adapters(grower.model, self.rank, grower.generator)
+        grower.add_parameters([p for adapter in adapters for p in adapter.parameters()])
 
 
 class _Recorder(Callback):
@@ -176,8 +177,8 @@ def _check_arguments(
     for attribute in ("insert_layer", "forward_states", "insertion_shape", "head_modules", "locations"):
         if not hasattr(model, attribute):
             raise TypeError(
-                f"expected a growable model (ResidualMLP, ResidualCNN, ViT) with {attribute}, "
-                f"got {type(model).__name__}"
+                f"expected a growable model (ResidualMLP, ResidualCNN, ViT, or a network of your own made growable "
+                f"with topogrow.nn.as_growable(stem, blocks, head)) with {attribute}, got {type(model).__name__}"
             )
     check_int("n_layers", n_layers, minimum=0)
     if epochs is not None:
