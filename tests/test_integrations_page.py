@@ -18,7 +18,7 @@ SECTIONS = {title: text for title, text in _sections().items() if "```python" in
 
 
 def test_the_page_has_its_sections():
-    assert {"Your own training loop", "Your own model"} <= set(SECTIONS), list(SECTIONS)
+    assert {"Your own training loop", "Your own model", "Exporting a grown network"} <= set(SECTIONS), list(SECTIONS)
 
 
 @pytest.mark.parametrize("title", list(SECTIONS))
@@ -31,3 +31,5 @@ def test_section_runs(title, tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().out.count("a layer at location") == 2
     if title == "Your own model":
         assert "(8, 12, 12) ResidualConv" in capsys.readouterr().out
+    if title == "Exporting a grown network":
+        assert "exported at depth 3" in capsys.readouterr().out
