@@ -18,7 +18,12 @@ SECTIONS = {title: text for title, text in _sections().items() if "```python" in
 
 
 def test_the_page_has_its_sections():
-    assert {"Your own training loop", "Your own model", "Exporting a grown network"} <= set(SECTIONS), list(SECTIONS)
+    assert {
+        "Your own training loop",
+        "Your own model",
+        "Exporting a grown network",
+        "The Grower's training options",
+    } <= set(SECTIONS), list(SECTIONS)
 
 
 @pytest.mark.parametrize("title", list(SECTIONS))
@@ -31,5 +36,8 @@ def test_section_runs(title, tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().out.count("a layer at location") == 2
     if title == "Your own model":
         assert "(8, 12, 12) ResidualConv" in capsys.readouterr().out
+    if title == "The Grower's training options":
+        assert "depth 3, best validation accuracy" in capsys.readouterr().out
+        assert (tmp_path / "log" / "epochs.csv").exists()
     if title == "Exporting a grown network":
         assert "exported at depth 3" in capsys.readouterr().out
