@@ -283,3 +283,13 @@ def test_a_callback_that_adds_layers_without_handing_them_over_gets_a_warning():
     model = _model()
     Grower(model, "mse", _fixed(final_epochs=1), callbacks=[HandsOver()]).fit(regression_data(64, 14))
     assert not torch.equal(model.layers[0].affine.weight, weight)  # it trained
+
+
+def test_a_torchmetrics_metric_is_recorded_as_its_own_compute():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    train, val = _classification(256, 15), _classification(128, 16)
+    torch.manual_seed(0)
+    model = ResidualMLP(4, 8, 1, 2).double()
+    metric = torchmetrics.classification.MulticlassAccuracy(num_classes=2, average="micro").double()
+    history = Grower(model, "cross_entropy", _fixed(final_epochs=3), metrics={"acc": metric}).fit(train, val)
+    assert history.epochs[-1].metrics["val_acc"] == pytest.approx(_accuracy(model(val[0]), val[1]).item())
