@@ -71,9 +71,9 @@ class GrowthCallback(Callback):
         attribute: the module's attribute holding the growable model (a
             :class:`~topogrow.nn.GrowableModel` such as ``ResidualMLP``); the module itself when
             it has no such attribute and is growable.
-        monitor: the logged metric (``trainer.callback_metrics``) the plateau schedule and the
-            ``growth_patience`` rule watch; the ``"fixed"`` schedule works without it.
-        mode: ``"min"`` or ``"max"``: whether lower or higher values of ``monitor`` are better.
+        monitor: the logged metric (``trainer.callback_metrics``, a loss: lower is better) the
+            plateau schedule and the ``growth_patience`` rule watch; the ``"fixed"`` schedule works
+            without it.
         data: the decision's data, an ``(X, y)`` pair or a DataLoader of ``(x, y)`` batches
             (``None``: the trainer's training DataLoader).
         log: log :data:`LOGGED` through ``pl_module.log``.
@@ -81,8 +81,9 @@ class GrowthCallback(Callback):
 
     Attributes:
         history: a :class:`~topogrow.growth.history.GrowthHistory`: an ``EpochRecord`` per epoch
-            (``val_loss`` holds the monitored value), a ``StageRecord`` per end of stage (mu_l at
-            every location, the location, epsilon) and the stop reason.
+            (``val_loss`` holds the monitored value, ``train_loss`` the logged ``"train_loss"``
+            when there is one), a ``StageRecord`` per end of stage (mu_l at every location, the
+            location, epsilon) and the stop reason.
         stage: the current stage (insertions and skipped stages so far).
         growing: ``False`` once a stop rule ended growth.
 
@@ -100,27 +101,24 @@ class GrowthCallback(Callback):
         *,
         attribute: str | None = "model",
         monitor: str = "val_loss",
-        mode: str = "min",
         data: Any = None,
         log: bool = True,
         **overrides: Any,
     ) -> None:
         if config is not None and not isinstance(config, GrowthConfig):
             raise TypeError(f"config must be a topogrow.GrowthConfig, got {type(config).__name__}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if attribute is not None and not isinstance(attribute, str):
             raise TypeError(f"attribute must be an attribute name or None, got {type(attribute).__name__}")
         config = config or GrowthConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.loss = resolve_loss(loss)
-        self.attribute, self.monitor, self.mode, self.data, self.log = attribute, monitor, mode, data, log
+        self.attribute, self.monitor, self.data, self.log = attribute, monitor, data, log
         self.schedule = make_schedule(self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed + 1)
         self.history = GrowthHistory(strategy=self.config.strategy)
         self.stage = 0
         self.growing = True
-        self.curve: list[float] = []  # the stage's monitored values, lower is better
+        self.curve: list[float] = []  # the stage's monitored values
         self.best = math.inf
         self.stale = 0
         self.faults = 0
@@ -160,7 +158,6 @@ class GrowthCallback(Callback):
         """Record the epoch; at the end of a stage, apply the stop rules or grow; log."""
         model = self.growable(pl_module)
         value = self._monitored(trainer)
-        score = value if self.mode == "min" else -value
         self.epochs_seen = trainer.current_epoch + 1
         optimizer, _ = self._optimizer_of(trainer, model)
         self.history.epochs.append(
@@ -176,9 +173,9 @@ class GrowthCallback(Callback):
         )
         step = None
         if self.growing:
-            self.curve.append(score)
+            self.curve.append(value)
             if self.schedule.stage_done(self.curve, self.stage):
-                step = self._end_stage(trainer, model, value, score)
+                step = self._end_stage(trainer, model, value)
         if self.log:
             pl_module.log("growth/depth", float(model.depth))
             if step is not None:
@@ -197,8 +194,8 @@ class GrowthCallback(Callback):
         ]
         state = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
         state["optimizer_groups"] = layout
-        # Saved at validation end, before this epoch's end: a resumed fit replays that end, when
-        # the metric is no longer logged.
+        # A checkpoint written at validation end comes before this epoch's end, which a resumed
+        # fit replays without the logged metric: keep it.
         state["monitored"] = [trainer.current_epoch, _metric(trainer, self.monitor)]
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -277,7 +274,7 @@ class GrowthCallback(Callback):
             )
         return value
 
-    def _end_stage(self, trainer, model: nn.Module, value: float, score: float) -> GrowthStep | None:
+    def _end_stage(self, trainer, model: nn.Module, value: float) -> GrowthStep | None:
         """The stop rules, then one insertion; the stage's record goes into the history."""
         cfg = self.config
         record = StageRecord(
@@ -289,9 +286,9 @@ class GrowthCallback(Callback):
             n_parameters=sum(p.numel() for p in model.parameters()),
             wall_time=time.perf_counter() - self._started,
         )
-        if math.isfinite(score):
-            if not math.isfinite(self.best) or score < self.best - cfg.min_delta * abs(self.best):
-                self.best, self.stale = score, 0
+        if not math.isnan(value):  # as StopRules does
+            if value < self.best * (1 - cfg.min_delta):
+                self.best, self.stale = value, 0
             else:
                 self.stale += 1
         reason, step = None, None
