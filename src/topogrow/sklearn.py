@@ -59,12 +59,14 @@ reason. Checks that do not apply, and why:
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -232,12 +234,17 @@ class _GrowingEstimator(BaseEstimator):
             torch.manual_seed(seed)
             model = ResidualMLP(x.shape[1], settings.width, settings.initial_depth, n_outputs, self.activation)
             grower = Grower(model, self._loss, config)
-            history = grower.fit(train, val, progress=bool(self.verbose))
+            with warnings.catch_warnings():  # said once below, as scikit-learn says it
+                warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
+                history = grower.fit(train, val, progress=bool(self.verbose))
+        if history.diverged:
+            warnings.warn(history.diverged, ConvergenceWarning, stacklevel=3)
         self.model_ = grower.model.eval()
         self.history_ = history
         self.depth_ = self.model_.depth
         self.n_iter_ = history.total_epochs
-        self.best_validation_score_ = min(e.val_loss for e in history.epochs) if val is not None else None
+        scores = [e.val_loss for e in history.epochs]
+        self.best_validation_score_ = min(scores) if val is not None and scores else None
 
     @torch.no_grad()
     def _forward(self, X: Any) -> np.ndarray:

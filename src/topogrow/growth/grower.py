@@ -36,6 +36,7 @@ from topogrow.growth.data import (
     check_data_kind,
 )
 from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
+from topogrow.growth.divergence import DivergenceGuard
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
 from topogrow.growth.live_optimizer import add_parameters, remove_parameters
@@ -190,6 +191,7 @@ class Grower:
         self.val_source: DataSource | None = None
         self._line_search_data = None
         self._covered: set[int] = set()
+        self.guard = DivergenceGuard()
         self._fit_callbacks: list[Callback] = list(self.callbacks)
         self._checkpoints: RunCheckpoints | None = None
         self._resume: Checkpoint | None = None
@@ -263,8 +265,9 @@ class Grower:
 
         Numerical faults while deciding an insertion (NaN adjoints, a non-finite or singular
         block) skip that insertion with a ``RuntimeWarning`` (the stage's ``note`` says why)
-        and training goes on; a training or validation loss that becomes NaN or inf raises
-        ``FloatingPointError`` naming the last good checkpoint.
+        and training goes on. A phase that diverges (a non-finite loss, or one far above the
+        lowest so far: :mod:`~topogrow.growth.divergence`) ends the run with the phase's best
+        network, a ``RuntimeWarning`` and ``history.diverged`` saying so in one line.
 
         ``fit`` runs once per grower: a second call raises ``RuntimeError`` (the history of one
         run must not pile up on another's, and the stop rules, early stopping and rollback
@@ -311,11 +314,14 @@ class Grower:
             self.scheduler = make_lr_scheduler(self.optimizer, self.config, horizon)
             if resume is None:
                 self._call("on_stage_start")
+                self._phase_started()
             else:
                 load_optimizer_state(self.optimizer, self.model, resume.optimizer, resume.path / "trainer.json")
                 if self.scheduler is not None and resume.scheduler is not None:
                     self.scheduler.load_state_dict(resume.scheduler)
                 restore_rng(resume, self.generators)
+                self._phase_started()
+            self.guard.start(self._loss_now(), [record.val_loss for record in self.history.epochs])
             self._loop()
             self._call("on_fit_end")
         except BaseException:
@@ -412,10 +418,13 @@ class Grower:
             if state.stage_over or self.schedule.stage_done(state.curve, state.stage):
                 self._end_stage()
                 self._call("on_stage_start")
+                self._phase_started()
                 checkpoints.changed()
                 checkpoints.save()
             else:
                 record = self._epoch()
+                if record is None:  # diverged: the run is over
+                    break
                 value = self.monitored(record)  # the schedules find the lowest: negate a maximised one
                 state.curve.append(value if self.config.mode == "min" else -value)
                 checkpoints.epoch_done(record.epoch)
@@ -425,6 +434,8 @@ class Grower:
                 checkpoints.changed()
                 break
             record = self._epoch()
+            if record is None:
+                break
             state.final_done += 1
             checkpoints.epoch_done(record.epoch, last=state.final_done >= self.config.final_epochs or state.stage_over)
         checkpoints.save_if_changed()
@@ -483,8 +494,9 @@ class Grower:
         self._call("on_insert", Insertion(proposal.location, search.epsilon, layer, proposal, search, record))
         self._next_stage()
 
-    def _epoch(self) -> EpochRecord:
-        """One epoch of training and the validation loss after it."""
+    def _epoch(self) -> EpochRecord | None:
+        """One epoch of training and the validation loss after it (``None``: it diverged, and the
+        run stopped with the best network of the phase)."""
         state = self.progress
         epoch = len(self.history.epochs) + 1
         sampler = getattr(self.train_source.loader, "sampler", None)
@@ -500,13 +512,12 @@ class Grower:
                 trained, self.train_source.loader, self.loss, self.optimizer, reduce, self.options, self._batch_end
             )
         except FloatingPointError as error:
-            raise FloatingPointError(self._diverged(epoch, one_line(error))) from None
+            return self._diverged(epoch, one_line(error).split(":")[0])
         val_loss = self.validation_loss() if self.val_source is not None else train_loss
+        problem = self.guard.check(train_loss, val_loss)
+        if problem is not None:
+            return self._diverged(epoch, problem)
         metrics = self._evaluate_metrics() if self.metrics else None
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            problem = f"the {'validation' if math.isfinite(train_loss) else 'training'} loss became "
-            problem += f"{val_loss if math.isfinite(train_loss) else train_loss}: lower the learning rate"
-            raise FloatingPointError(self._diverged(epoch, problem))
         wall_time = time.perf_counter() - self.start_time
         record = EpochRecord(
             epoch, state.stage, self.model.depth, train_loss, val_loss, wall_time=wall_time, lr=lr, metrics=metrics
@@ -631,11 +642,45 @@ class Grower:
             return
         self._next_stage()
 
-    def _diverged(self, epoch: int, problem: str) -> str:
-        """The message of a run stopped by a non-finite loss, naming the last good checkpoint."""
-        where = f"epoch {epoch} (stage {self.progress.stage}, depth {self.model.depth})"
-        kept = self._checkpoints.describe_last() if self._checkpoints else "no checkpoint was being written"
-        return f"{where}: {problem}; the run stopped; {kept}"
+    def _phase_started(self) -> None:
+        """A stage or the final phase starts: the divergence guard keeps the network it starts from,
+        unless early stopping keeps the phase's best."""
+        keep = not any(isinstance(callback, EarlyStopping) for callback in self.callbacks)
+        self.guard.start_phase(self.model, keep)
+
+    def _loss_now(self) -> float:
+        """The validation loss of the model as it is (the training loss without validation data)."""
+        if self.val_source is not None:
+            return self.validation_loss()
+        return evaluate_loss(self.model, self.train_source.loader, self.loss, self.distributed_run.reduce)
+
+    def _diverged(self, epoch: int, problem: str) -> None:
+        """Stop the run after a diverging epoch: put back the phase's best network (the early-stopping
+        choice, else the network the phase started from), record and warn in one line."""
+        stopping = next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
+        if stopping is not None and stopping.best_state is not None:
+            self.model.load_state_dict(stopping.best_state)
+            improved = stopping.best_index > len(self.history.epochs) - stopping.epochs
+            stopping.epochs = 0  # nothing more to restore at the end of the fit
+            kept = f"its best epoch ({stopping.best_index})" if improved else "the network it started from"
+            kept = f"the phase's best network, {kept}, was kept"
+        elif self.guard.start_state is not None:
+            self.model.load_state_dict(self.guard.start_state)
+            kept = "the network the phase started from was kept"
+        else:
+            kept = "no earlier network was kept"
+        where = "growth stage" if self.progress.phase == "grow" else "final phase, stage"
+        message = (
+            f"training diverged at epoch {epoch} ({where} {self.progress.stage}, depth {self.model.depth}): "
+            f"{problem}; the run stopped and {kept}; lower the learning rate (lr) or clip the gradients (grad_clip)"
+        )
+        self.history.diverged = message
+        if not self.history.stop_reason:
+            self.history.stop_reason = "training diverged"
+        self.progress.phase = "done"
+        self._checkpoints.changed()
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
+        return None
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self._fit_callbacks:

@@ -79,8 +79,9 @@ def _records(cls: type, rows: Any, where: str) -> list:
 
 @dataclass
 class GrowthHistory:
-    """Per-epoch curve, per-stage records, why growth stopped, the FLOPs by part, and the
-    budget's plan and spend (``budget``: empty without a budget)."""
+    """Per-epoch curve, per-stage records, why growth stopped, the FLOPs by part, the
+    budget's plan and spend (``budget``: empty without a budget), and ``diverged``: the one-line
+    report of a run that stopped because training diverged (``None`` otherwise)."""
 
     strategy: str
     epochs: list[EpochRecord] = field(default_factory=list)
@@ -89,6 +90,7 @@ class GrowthHistory:
     wall_time: float = 0.0
     flops: dict[str, float] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
+    diverged: str | None = None
 
     @property
     def insertions(self) -> list[StageRecord]:
@@ -125,6 +127,7 @@ class GrowthHistory:
             wall_time=float(values.get("wall_time", 0.0)),
             flops={str(k): float(v) for k, v in (values.get("flops") or {}).items()},
             budget=dict(values.get("budget") or {}),
+            diverged=None if values.get("diverged") is None else str(values["diverged"]),
         )
 
     def summary(self) -> str:
@@ -145,4 +148,6 @@ class GrowthHistory:
             if s.note:
                 lines.append(f"{'':>5} note: {s.note}")
         lines.append(f"stopped: {self.stop_reason}")
+        if self.diverged:
+            lines.append(f"diverged: {self.diverged}")
         return "\n".join(lines)
