@@ -23,8 +23,9 @@ with it.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -363,24 +364,70 @@ class Rollback(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over epochs, with the depth and the last losses."""
+    """Progress over epochs: on a terminal a tqdm bar with the depth and the last losses; into a
+    file or a pipe (``make demo > log``) one plain line per stage and one at the end instead of
+    the bar's carriage-return frames.
 
-    def __init__(self, description: str = "") -> None:
+    Args:
+        description: the bar's label (default: the strategy).
+        stream: where to write (default ``sys.stderr``); a bar only when it is a terminal.
+    """
+
+    def __init__(self, description: str = "", stream: TextIO | None = None) -> None:
         self.description = description
+        self.stream = stream
         self.bar = None
+        self.plain = False
 
     def on_fit_start(self, grower):
+        stream = self.stream if self.stream is not None else sys.stderr
+        self.description = self.description or grower.config.strategy
+        self.plain = not is_terminal(stream)
+        if self.plain:
+            self.stream = stream
+            return
         self.bar = tqdm(
-            desc=self.description or grower.config.strategy,
-            unit="epoch",
-            leave=False,
-            initial=len(grower.history.epochs),
+            desc=self.description, unit="epoch", leave=False, initial=len(grower.history.epochs), file=stream
         )
 
     def on_epoch_end(self, grower, record):
-        self.bar.update(1)
-        self.bar.set_postfix(depth=record.depth, train=f"{record.train_loss:.4f}", val=f"{record.val_loss:.4f}")
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(depth=record.depth, train=f"{record.train_loss:.4f}", val=f"{record.val_loss:.4f}")
+
+    def on_stage_start(self, grower):
+        stages = grower.history.stages
+        if not self.plain or not stages:
+            return
+        stage = stages[-1]
+        line = (
+            f"{self.description}: stage {stage.stage} ended at epoch {stage.epoch}: depth {stage.depth}, "
+            f"train {stage.train_loss:.4f}, val {stage.val_loss:.4f}"
+        )
+        if stage.location is not None:
+            line += f"; a layer at location {stage.location} (epsilon {stage.epsilon:.3g})"
+        elif grower.progress.phase != "grow":
+            line += f"; growth stopped: {grower.history.stop_reason}"
+        print(line, file=self.stream, flush=True)
 
     def on_fit_end(self, grower):
         if self.bar is not None:
             self.bar.close()
+        elif self.plain:
+            history = grower.history
+            best = min((record.val_loss for record in history.epochs), default=float("nan"))
+            print(
+                f"{self.description}: done after {history.total_epochs} epochs: depth {grower.model.depth}, "
+                f"best val {best:.4f}",
+                file=self.stream,
+                flush=True,
+            )
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is an interactive terminal (a bar redraws there; elsewhere it piles up frames)."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (ValueError, OSError):  # a closed stream
+        return False
