@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from helpers import regression_data, short_growth_config
 
+from helpers import regression_data, short_growth_config
 from topogrow import Callback, Grower, ResidualMLP
 from topogrow.growth.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from topogrow.sklearn import GrowingRegressor
@@ -25,7 +25,7 @@ def test_an_absurd_learning_rate_stops_at_the_first_epoch_with_the_initial_netwo
         history = Grower(model, "mse", lr=1e3, max_depth=3).fit(train, val)
     message = history.diverged
     assert str(caught[0].message) == message and "\n" not in message
-    assert "times the lowest validation loss so far" in message and "lower the learning rate" in message
+    assert "times the lowest validation loss of the phase" in message and "lower the learning rate" in message
     assert "the network it started from, was kept" in message
     assert history.epochs == [] and history.stop_reason == "training diverged" and model.depth == 1
     assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
@@ -72,10 +72,10 @@ def test_a_nan_loss_keeps_the_best_network_of_the_phase(early_stopping):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
-def test_the_guard_counts_losses_far_above_the_lowest_so_far():
+def test_the_guard_counts_losses_far_above_the_lowest_of_the_phase():
     guard = DivergenceGuard()
-    guard.start(2.0, [1.0, 0.5])
-    assert guard.lowest == 0.5
+    guard.start_phase(torch.nn.Linear(1, 1), 0.5, keep=False)
+    assert guard.lowest == 0.5 and guard.start_state is None
     assert guard.check(0.4, 0.45) is None and guard.lowest == 0.45
     assert guard.check(0.45 * DIVERGENCE_FACTOR * 0.99, 0.3) is None
     assert "is more than 100 times" in guard.check(0.3 * DIVERGENCE_FACTOR * 1.01, 0.3)

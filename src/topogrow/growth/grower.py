@@ -5,16 +5,21 @@ else hangs on it: the strategy decides where and how (:mod:`~topogrow.growth.str
 the schedule when (:mod:`~topogrow.growth.schedules`), callbacks (stop rules, freezing,
 early stopping, progress bar, your own: :mod:`~topogrow.growth.callbacks`) watch and steer
 it, and small collaborators write checkpoints and run it over processes.
+
+One idea, kept in one file: the loop and the run state its methods share (model, optimiser and
+scheduler, data, progress, callbacks). What is not the loop lives beside it: the checks of a
+model (:mod:`~topogrow.growth.model_check`), the run's position (:mod:`~topogrow.growth.progress`),
+metrics and the monitored value (:mod:`~topogrow.growth.metrics`), divergence
+(:mod:`~topogrow.growth.divergence`), snapshots of the network and its optimiser state
+(:mod:`~topogrow.growth.live_optimizer`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +44,11 @@ from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_
 from topogrow.growth.divergence import DivergenceGuard
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
-from topogrow.growth.live_optimizer import add_parameters, remove_parameters
+from topogrow.growth.live_optimizer import add_parameters, parameters_outside, restore, snapshot
 from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
+from topogrow.growth.metrics import check_metrics, monitored
 from topogrow.growth.model_check import check_growable, check_precision
+from topogrow.growth.progress import Progress
 from topogrow.growth.schedules import Schedule, make_schedule
 from topogrow.growth.strategies import make_strategy
 from topogrow.growth.training import (
@@ -49,36 +56,10 @@ from topogrow.growth.training import (
     TrainingOptions,
     evaluate,
     evaluate_loss,
-    is_stateful_metric,
     optimizer_factory,
     resolve_device,
     train_epoch,
 )
-
-
-@dataclass
-class Progress:
-    """Where a run is, as a checkpoint keeps it: the phase (``"grow"``, ``"final"``,
-    ``"done"``), the stage, the validation losses of the stage's epochs so far, consecutive
-    skipped insertions, final epochs done, the wall time spent, and whether a callback ended
-    the stage (or the final phase) early."""
-
-    phase: str = "grow"
-    stage: int = 0
-    curve: list[float] = field(default_factory=list)
-    faults: int = 0
-    final_done: int = 0
-    elapsed: float = 0.0
-    stage_over: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Progress:
-        values = dict(values)
-        values["curve"] = [float(v) for v in values.get("curve", [])]
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
 
 class Grower:
@@ -155,7 +136,7 @@ class Grower:
         self.device = resolve_device(cfg.device) if cfg.device is not None else next(model.parameters()).device
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {cfg.device!r}: CUDA is not available here; use device='cpu'")
-        self.metrics: dict[str, Metric] = _check_metrics(metrics, cfg)
+        self.metrics: dict[str, Metric] = check_metrics(metrics, cfg)
         self.options = TrainingOptions.from_config(cfg, self.device)
         check_growable(model, cfg)
         check_precision(model, self.device)
@@ -266,7 +247,7 @@ class Grower:
         Numerical faults while deciding an insertion (NaN adjoints, a non-finite or singular
         block) skip that insertion with a ``RuntimeWarning`` (the stage's ``note`` says why)
         and training goes on. A phase that diverges (a non-finite loss, or one far above the
-        lowest so far: :mod:`~topogrow.growth.divergence`) ends the run with the phase's best
+        lowest of the phase: :mod:`~topogrow.growth.divergence`) ends the run with the phase's best
         network, a ``RuntimeWarning`` and ``history.diverged`` saying so in one line.
 
         ``fit`` runs once per grower: a second call raises ``RuntimeError`` (the history of one
@@ -321,7 +302,6 @@ class Grower:
                     self.scheduler.load_state_dict(resume.scheduler)
                 restore_rng(resume, self.generators)
                 self._phase_started()
-            self.guard.start(self._loss_now(), [record.val_loss for record in self.history.epochs])
             self._loop()
             self._call("on_fit_end")
         except BaseException:
@@ -342,10 +322,7 @@ class Grower:
 
     def monitored(self, record: EpochRecord | StageRecord) -> float:
         """The value of ``config.monitor`` in ``record``."""
-        monitor = self.config.monitor
-        if monitor in ("val_loss", "train_loss"):
-            return getattr(record, monitor)
-        return (record.metrics or {})[monitor]
+        return monitored(self.config, record)
 
     def monitored_now(self) -> float | None:
         """``config.monitor`` for the model as it is now (``None`` without validation data, for the
@@ -364,34 +341,14 @@ class Grower:
     def snapshot(self) -> dict[str, Any]:
         """The model's weights, the optimiser's state of each parameter (by name) and which
         parameters train, as copies (:meth:`restore` puts them back on a model of the same
-        architecture)."""
-        names = {id(p): name for name, p in self.model.named_parameters()}
-        return {
-            "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": {
-                names[id(p)]: copy.deepcopy(state) for p, state in self.optimizer.state.items() if id(p) in names
-            },
-            "trainable": [name for name, p in self.model.named_parameters() if p.requires_grad],
-        }
+        architecture; :func:`~topogrow.growth.live_optimizer.snapshot`)."""
+        return snapshot(self.model, self.optimizer)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Put a :meth:`snapshot` back: weights, which parameters train, and each parameter's
-        optimiser state. The optimiser and the scheduler stay live: parameters the model no longer
-        has leave them (a removed layer's group goes), and every group keeps its current rate."""
-        self.model.load_state_dict(snapshot["weights"])
-        trainable = set(snapshot["trainable"])
-        parameters = dict(self.model.named_parameters())
-        for name, parameter in parameters.items():
-            parameter.requires_grad_(name in trainable)
-        alive = {id(p) for p in parameters.values()}
-        held = [p for group in self.optimizer.param_groups for p in group["params"]]
-        remove_parameters(self.optimizer, [p for p in held if id(p) not in alive], self.scheduler)
-        for name, parameter in parameters.items():
-            state = snapshot["optimizer"].get(name)
-            if state is None:
-                self.optimizer.state.pop(parameter, None)
-            else:
-                self.optimizer.state[parameter] = copy.deepcopy(state)
+        optimiser state; the optimiser and the scheduler stay live
+        (:func:`~topogrow.growth.live_optimizer.restore`)."""
+        restore(self.model, self.optimizer, self.scheduler, snapshot)
         self.distributed_run.parameters_changed()
 
     def stop_growth(self, reason: str) -> None:
@@ -542,23 +499,20 @@ class Grower:
 
     def _check_optimizer_covers(self) -> None:
         """Warn once about trainable parameters that are in no optimiser group (they would never train)."""
-        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         missing = [
-            name
-            for name, p in self.model.named_parameters()
-            if p.requires_grad and id(p) not in held and id(p) not in self._covered
+            (name, p) for name, p in parameters_outside(self.optimizer, self.model) if id(p) not in self._covered
         ]
         if missing:
-            self._covered.update(id(p) for name, p in self.model.named_parameters() if name in missing)
+            self._covered.update(id(p) for _, p in missing)
+            names = [name for name, _ in missing]
             warnings.warn(
-                f"{len(missing)} trainable parameters of the model are in no optimiser group and will not train "
-                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a callback that adds layers "
+                f"{len(names)} trainable parameters of the model are in no optimiser group and will not train "
+                f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); a callback that adds layers "
                 "hands their parameters over with grower.add_parameters(...)",
                 RuntimeWarning,
                 stacklevel=4,
             )
 
-    # --------------------------------------------------------------- internals
     def _open_data(self, train, val, transform=None) -> None:
         """The training and validation sources, checked against the model, the loss and the processes."""
         cfg = self.config
@@ -643,32 +597,21 @@ class Grower:
         self._next_stage()
 
     def _phase_started(self) -> None:
-        """A stage or the final phase starts: the divergence guard keeps the network it starts from,
-        unless early stopping keeps the phase's best."""
-        keep = not any(isinstance(callback, EarlyStopping) for callback in self.callbacks)
-        self.guard.start_phase(self.model, keep)
-
-    def _loss_now(self) -> float:
-        """The validation loss of the model as it is (the training loss without validation data)."""
-        if self.val_source is not None:
-            return self.validation_loss()
-        return evaluate_loss(self.model, self.train_source.loader, self.loss, self.distributed_run.reduce)
+        """A stage or the final phase starts: the divergence guard takes the network's validation loss
+        (early stopping's, when it watches that loss: no second evaluation) and keeps the network
+        unless early stopping keeps the phase's best. Without validation data the first epoch's
+        loss sets the reference (evaluating would draw from the training data's shuffler)."""
+        stopping = next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
+        if stopping is not None and self.config.monitor == "val_loss":
+            loss = stopping.best_loss
+        else:
+            loss = self.validation_loss()
+        self.guard.start_phase(self.model, loss, keep=stopping is None)
 
     def _diverged(self, epoch: int, problem: str) -> None:
-        """Stop the run after a diverging epoch: put back the phase's best network (the early-stopping
-        choice, else the network the phase started from), record and warn in one line."""
+        """Stop the run after a diverging epoch with the phase's best network; record and warn in one line."""
         stopping = next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
-        if stopping is not None and stopping.best_state is not None:
-            self.model.load_state_dict(stopping.best_state)
-            improved = stopping.best_index > len(self.history.epochs) - stopping.epochs
-            stopping.epochs = 0  # nothing more to restore at the end of the fit
-            kept = f"its best epoch ({stopping.best_index})" if improved else "the network it started from"
-            kept = f"the phase's best network, {kept}, was kept"
-        elif self.guard.start_state is not None:
-            self.model.load_state_dict(self.guard.start_state)
-            kept = "the network the phase started from was kept"
-        else:
-            kept = "no earlier network was kept"
+        kept = self.guard.restore_best(self.model, stopping, len(self.history.epochs))
         where = "growth stage" if self.progress.phase == "grow" else "final phase, stage"
         message = (
             f"training diverged at epoch {epoch} ({where} {self.progress.stage}, depth {self.model.depth}): "
@@ -699,24 +642,6 @@ class Grower:
         for key, callback in self._keyed_callbacks():
             if key in states:
                 callback.load_state_dict(states[key])
-
-
-def _check_metrics(metrics: Mapping[str, Metric] | None, config: GrowthConfig) -> dict[str, Metric]:
-    """The metrics as a dict of callables or torchmetrics; the monitor names one of them or a loss."""
-    metrics = dict(metrics or {})
-    for name, metric in metrics.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
-        if not (callable(metric) or is_stateful_metric(metric)):
-            raise TypeError(
-                f"metric {name!r}: expected a callable (prediction, target) -> float or a torchmetrics.Metric, "
-                f"got {type(metric).__name__}"
-            )
-    monitor = config.monitor
-    if monitor not in ("val_loss", "train_loss") and monitor.removeprefix("val_") not in metrics:
-        names = ", ".join(["val_loss", "train_loss", *(f"val_{name}" for name in metrics)])
-        raise ValueError(f"monitor {monitor!r} is not a loss or a metric given to the Grower; choose from {names}")
-    return metrics
 
 
 def _config_callbacks(config: GrowthConfig) -> list[Callback]:

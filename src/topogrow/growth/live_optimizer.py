@@ -6,7 +6,8 @@ every key a scheduler put there (``initial_lr``, ``max_lr``, ``min_lr``, momenta
 scheduler's per-group lists (``base_lrs``, ``lr_lambdas``, ``min_lrs``, ...) are extended with
 that group's entry, in nested schedulers too (``SequentialLR``, ``ChainedScheduler``), so the new
 group follows the same schedule from the same point: nothing restarts, and the old parameters
-keep their optimiser state. :func:`remove_parameters` undoes it (a rollback).
+keep their optimiser state. :func:`remove_parameters` undoes it (a rollback); :func:`snapshot`
+and :func:`restore` keep and put back the network and its optimiser state around a trial.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_parameters", "remove_parameters"]
+__all__ = ["add_parameters", "parameters_outside", "remove_parameters", "restore", "snapshot"]
 
 #: The scheduler attributes that hold one entry per parameter group (torch.optim.lr_scheduler).
 PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas", "min_lrs", "max_lrs", "base_momentums", "max_momentums")
@@ -81,3 +82,40 @@ def remove_parameters(
                 if isinstance(values, list) and len(values) == n_before:
                     del values[index]
         n_before -= 1
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Copies of the model's weights, the optimiser's state of each parameter (by name) and which
+    parameters train (:func:`restore` puts them back on a model of the same architecture)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {
+        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": {names[id(p)]: copy.deepcopy(state) for p, state in optimizer.state.items() if id(p) in names},
+        "trainable": [name for name, p in model.named_parameters() if p.requires_grad],
+    }
+
+
+def restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, kept: dict[str, Any]) -> None:
+    """Put a :func:`snapshot` back: weights, which parameters train, and each parameter's optimiser
+    state. The optimiser and the scheduler stay live: parameters the model no longer has leave them
+    (a removed layer's group goes), and every group keeps its current rate."""
+    model.load_state_dict(kept["weights"])
+    trainable = set(kept["trainable"])
+    parameters = dict(model.named_parameters())
+    for name, parameter in parameters.items():
+        parameter.requires_grad_(name in trainable)
+    alive = {id(p) for p in parameters.values()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    remove_parameters(optimizer, [p for p in held if id(p) not in alive], scheduler)
+    for name, parameter in parameters.items():
+        state = kept["optimizer"].get(name)
+        if state is None:
+            optimizer.state.pop(parameter, None)
+        else:
+            optimizer.state[parameter] = copy.deepcopy(state)
+
+
+def parameters_outside(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The model's trainable parameters, by name, that are in no group of ``optimizer`` (they would never train)."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
