@@ -123,8 +123,8 @@ class GrowthConfig:
         weight_decay: weight decay of the optimiser.
         optimizer: the optimiser, a name in :data:`~topogrow.growth.training.OPTIMIZERS`
             (``"adam"``, ``"adamw"``, ``"sgd"``) built with ``lr`` and ``weight_decay``, or a
-            callable ``params -> torch.optim.Optimizer``; rebuilt after every insertion, keeping
-            the state of the parameters it already had.
+            callable ``params -> torch.optim.Optimizer``; built once, new layers join it as a
+            parameter group at the current learning rate (the old parameters keep their state).
         batch_size: mini-batch size for training.
         eval_batch_size: mini-batch size for validation losses (``None``: ``max(batch_size, 1024)``).
         td_batch_size: mini-batch size of the topological-derivative pass (over every sample).
