@@ -16,11 +16,10 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
-from topogrow.app import make_task
+from topogrow import Grower, GrowthConfig, ResidualMLP, data, topological_derivative
 
 torch.manual_seed(0)
-task = make_task("california", seed=0, n_train=2000)
+task = data.load("california", seed=0, n_train=2000)
 model = ResidualMLP(task.in_features, width=32, depth=1, out_features=1)
 train, val = (task.X_train, task.y_train), (task.X_val, task.y_val)
 

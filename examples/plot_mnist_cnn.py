@@ -17,8 +17,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from topogrow import Callback, Grower, GrowthConfig, ResidualCNN
-from topogrow.app import make_task
+from topogrow import Callback, Grower, GrowthConfig, ResidualCNN, data
 
 
 class KeepInserted(Callback):
@@ -33,7 +32,7 @@ class KeepInserted(Callback):
 
 
 torch.manual_seed(0)
-task = make_task("mnist5k", seed=0, n_train=600)
+task = data.load("mnist5k", seed=0, n_train=600)
 model = ResidualCNN(in_channels=1, channels=(4, 8), depths=(1, 1), out_features=10, image_size=28)
 print("locations:", list(model.locations))
 print("rows [K | b] of a layer per location:", [model.insertion_shape(l) for l in model.locations])

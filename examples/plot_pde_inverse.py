@@ -15,11 +15,10 @@ comparison (the user guide): here a short run with the default strategy, ``small
 import matplotlib.pyplot as plt
 import torch
 
-from topogrow import Grower, GrowthConfig, ResidualMLP
-from topogrow.app import make_task
+from topogrow import Grower, GrowthConfig, ResidualMLP, data
 
 torch.manual_seed(0)
-task = make_task("heat-inverse", seed=0, n_train=500)
+task = data.load("heat-inverse", seed=0, n_train=500)
 print("inputs", tuple(task.X_train.shape), "outputs", tuple(task.y_train.shape), "metric:", task.metric_name)
 model = ResidualMLP(task.in_features, width=64, depth=1, out_features=task.out_features)
 config = GrowthConfig(max_depth=3, epochs_per_stage=20, final_epochs=20, batch_size=64, seed=0)

@@ -18,13 +18,12 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from topogrow import Grower, GrowthConfig, ViT
-from topogrow.app import make_task
+from topogrow import Grower, GrowthConfig, ViT, data
 from topogrow.core import matrix_free_topological_derivative
 from topogrow.nn import make_block
 
 torch.manual_seed(0)
-task = make_task("digits", seed=0)
+task = data.load("digits", seed=0)
 model = ViT(image_size=8, patch_size=4, in_channels=1, dim=16, depth=1, heads=2, out_features=10)
 
 # %%

@@ -19,8 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from topogrow import Grower, GrowthConfig, ResidualMLP
-from topogrow.app import make_task
+from topogrow import Grower, GrowthConfig, ResidualMLP, data
 
 STRATEGIES = ["td", "td-where", "td-how", "random", "small-where"]
 SEEDS = [0, 1]
@@ -28,7 +27,7 @@ SEEDS = [0, 1]
 scores = {name: [] for name in STRATEGIES}
 locations = {name: [] for name in STRATEGIES}
 for seed in SEEDS:
-    task = make_task("california", seed=seed, n_train=1000)  # each seed: its own split...
+    task = data.load("california", seed=seed, n_train=1000)  # each seed: its own split...
     for name in STRATEGIES:
         torch.manual_seed(seed)  # ...and the same initial network for every strategy
         model = ResidualMLP(task.in_features, width=16, depth=1, out_features=1)

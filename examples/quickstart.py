@@ -7,13 +7,12 @@ import os
 
 import torch
 
-from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
-from topogrow.app import make_task
+from topogrow import Grower, GrowthConfig, ResidualMLP, data, topological_derivative
 
 epochs = int(os.environ.get("QUICKSTART_EPOCHS", 8))  # epochs per stage (the tests use 1)
 n_train = int(os.environ["QUICKSTART_N_TRAIN"]) if "QUICKSTART_N_TRAIN" in os.environ else None
 torch.manual_seed(0)
-task = make_task("california", seed=0, n_train=n_train)  # shared/datasets, --data-dir, or scikit-learn
+task = data.load("california", seed=0, n_train=n_train)  # shared/datasets, --data-dir, or scikit-learn
 model = ResidualMLP(task.in_features, width=32, depth=1, out_features=1)
 
 # Where, and how, would one new layer lower the loss most right now?

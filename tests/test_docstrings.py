@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-PACKAGES = ["topogrow", "topogrow.core", "topogrow.nn", "topogrow.growth", "topogrow.sklearn", "topogrow.app"]
+PACKAGES = [
+    "topogrow",
+    "topogrow.core",
+    "topogrow.nn",
+    "topogrow.growth",
+    "topogrow.sklearn",
+    "topogrow.data",
+    "topogrow.experiments",
+    "topogrow.cli",
+]
 API_DIR = Path(__file__).resolve().parents[1] / "docs" / "api"
 
 

@@ -308,7 +308,7 @@ def test_growth_leaves_the_global_random_state_as_it_was():
 @pytest.mark.slow
 def test_only_topogrow_lightning_imports_lightning():
     code = (
-        "import sys, topogrow, topogrow.sklearn, topogrow.growth, topogrow.nn, topogrow.app\n"
+        "import sys, topogrow, topogrow.sklearn, topogrow.growth, topogrow.nn, topogrow.cli\n"
         "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules, "
         "sorted(m for m in sys.modules if 'lightning' in m)\n"
     )

@@ -22,13 +22,16 @@ PACKAGES = {
     "sigma(0) = sigma'(0) = 0, and their registries.",
     "topogrow.growth": "The growth loop (``Grower``), its configuration, strategies, schedules, callbacks, "
     "checkpoints and registries.",
+    "topogrow.data": "Learning tasks as tensors: ``load`` a registered task by name (California housing, MNIST, "
+    "digits, the heat-conduction and Navier-Stokes problems, a table of your own), the task registry and the "
+    "data loaders.",
+    "topogrow.experiments": "Experiments on those tasks: ``run`` one strategy, ``compare`` several over seeds "
+    "against the reference depth search, the paper's rows, the transfer benchmarks and the bench.",
+    "topogrow.cli": "The command line (``topogrow``): its entry point.",
     "topogrow.sklearn": "scikit-learn estimators that grow a ``ResidualMLP`` while they fit.",
     "topogrow.lightning": "PyTorch Lightning: a callback that grows a LightningModule's model during ``Trainer.fit`` "
     "(``pip install 'topogrow[lightning]'``). See :doc:`/integrations`.",
-    "topogrow.app": "Tasks, experiment runners and the command line (``topogrow``).",
 }
-#: Public entry points that are not in an ``__all__``.
-EXTRA = {"topogrow.app": ["topogrow.app.cli.main"]}
 
 
 def is_documentable(obj) -> bool:
@@ -59,7 +62,7 @@ def package_page(package: str, intro: str) -> str:
     data = [n for n in names if not is_documentable(getattr(module, n))]
     lines = [package, "=" * len(package), "", intro, ""]
     lines += [".. autosummary::", "   :toctree: generated", "   :nosignatures:", ""]
-    lines += [f"   {package}.{n}" for n in objects] + [f"   {e}" for e in EXTRA.get(package, [])]
+    lines += [f"   {package}.{n}" for n in objects]
     if data:
         lines += ["", "Registries and constants", "-" * len("Registries and constants"), ""]
         for n in data:

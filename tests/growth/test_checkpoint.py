@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import helpers
 import topogrow
 from topogrow import CheckpointError, Grower, ResidualCNN, ResidualMLP, ViT
-from topogrow.app.cli import main
+from topogrow.cli import main
 from topogrow.growth import checkpoint as ckpt
 from topogrow.nn.blocks import ResidualBlock, make_block
 
@@ -108,7 +108,7 @@ RUN = helpers.CLI_RUN
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-m", "topogrow.app.cli", *RUN, "--out", str(out), "--checkpoint-every", "1", *extra]
+    command = [sys.executable, "-m", "topogrow.cli", *RUN, "--out", str(out), "--checkpoint-every", "1", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

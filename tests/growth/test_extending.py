@@ -12,7 +12,7 @@ import torch
 
 import helpers
 from topogrow import Callback, Grower, GrowthConfig, Proposal, ResidualMLP, Strategy, register_strategy
-from topogrow.app.cli import main
+from topogrow.cli import main
 from topogrow.growth import SCHEDULES, STRATEGIES, JSONLinesLogger, register_schedule
 from topogrow.growth.schedules import FixedEpochs
 from topogrow.growth.strategies import growth_strategies, random_init

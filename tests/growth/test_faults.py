@@ -10,7 +10,7 @@ import torch
 import helpers
 import topogrow
 from topogrow import Grower, ResidualMLP, core
-from topogrow.app.cli import main
+from topogrow.cli import main
 from topogrow.growth import STRATEGIES, Proposal, Strategy, context, register_strategy
 from topogrow.growth import checkpoint as ckpt
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 import helpers
 from topogrow import Grower, GrowthConfig, ResidualCNN, ResidualMLP, ViT
-from topogrow.app.cli import main
+from topogrow.cli import main
 from topogrow.growth import STRATEGIES, Callback, Freeze, StageContext
 from topogrow.growth import checkpoint as ckpt
 from topogrow.growth.strategies import Sensli, make_strategy
@@ -53,7 +53,7 @@ def test_both_are_registered_and_documented_in_the_cli():
         assert GrowthConfig(strategy=name).strategy == name
     assert any(isinstance(c, Freeze) for c in make_strategy("forward-thinking").callbacks())
     out = subprocess.run(
-        [sys.executable, "-m", "topogrow.app.cli", "compare", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "topogrow.cli", "compare", "--help"], capture_output=True, text=True, check=True
     ).stdout
     flat = " ".join(out.split())
     assert "forward-thinking (" in flat and "Hettinger" in flat

@@ -9,8 +9,8 @@ from torch import nn
 
 import topogrow
 from topogrow._registry import Registry
-from topogrow.app.experiment import ModelConfig, build_model
 from topogrow.core.layer_kinds import Dense
+from topogrow.experiments.experiment import ModelConfig, build_model
 from topogrow.growth import checkpoint
 from topogrow.nn import ACTIVATIONS, BLOCKS, MODELS, GrowableModel, ResidualMLP, register_block, register_model
 from topogrow.nn.blocks import make_block, rebuild_block

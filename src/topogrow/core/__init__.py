@@ -1,6 +1,6 @@
 """The functional core: the paper's mathematics as pure functions on tensors.
 
-Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or :mod:`topogrow.app`.
+Nothing here imports :mod:`topogrow.nn`, :mod:`topogrow.growth` or the layers above them.
 A model only has to satisfy :class:`~topogrow.core.adjoint.StatefulModel`; both topological
 derivative results satisfy :class:`~topogrow.core.result.TopologicalDerivativeResult`.
 """

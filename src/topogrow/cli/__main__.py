@@ -1,0 +1,7 @@
+"""``python -m topogrow.cli``: the ``topogrow`` command."""
+
+import sys
+
+from topogrow.cli import main
+
+sys.exit(main())
