@@ -53,7 +53,7 @@ from topogrow.core.sampling import (
 
 PATCH_BUDGET = 1 << 22  # state numbers per chunk when forming patches (about 16 MB in float32)
 SOLVERS = ("auto", "blocks", "iterative")
-# Cost model of "auto", in flop-equivalents (calibrated on a 2-core Xeon, see app/bench.py):
+# Cost model of "auto", in flop-equivalents (calibrated on a 2-core Xeon, see topogrow/experiments/bench/):
 EIGH_COST = 20.0  # a batched eigh of m x m blocks costs about this times m^3 per block
 ITERATIVE_STEPS = 40  # Lanczos steps assumed (20 to 60 at tol 1e-6 on California and MNIST)
 FLOAT64_COST = 2.0  # a float64 product against the float32 block accumulation
