@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from topogrow import cli, core
-from topogrow.cli import main
+from topogrow import core
+from topogrow.cli import main, runs
 
 # -------------------------------------------------------------------- CLI
 SMALL = ["--width", "8", "--epochs-per-stage", "1", "--final-epochs", "1", "--max-depth", "2", "--quiet"]
@@ -66,7 +66,7 @@ def test_an_unexpected_error_is_one_line_with_exit_code_1_and_debug_shows_it(mon
     def broken(*args, **kwargs):
         raise RuntimeError("something broke\nover two lines")
 
-    monkeypatch.setattr(cli, "load_task", broken)
+    monkeypatch.setattr(runs, "load_task", broken)
     assert main(["run", "synthetic", *SMALL, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == (

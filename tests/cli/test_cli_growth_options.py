@@ -7,22 +7,24 @@ import json
 
 import pytest
 
-from topogrow import GrowthConfig, cli
+from topogrow import GrowthConfig
 from topogrow.cli import main
+from topogrow.cli import options as cli_options
+from topogrow.cli.parser import build_parser
 
 
 def _options(verb: str) -> dict[str, argparse.Action]:
-    parser = cli.build_parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
     return {action.dest: action for action in sub._actions}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    return cli.build_parser().parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_every_field_is_described_in_the_docstring():
-    docs = cli.attribute_docs(GrowthConfig)
+    docs = cli_options.attribute_docs(GrowthConfig)
     missing = [f.name for f in dataclasses.fields(GrowthConfig) if not docs.get(f.name, "").strip()]
     assert missing == [], f"describe these fields in GrowthConfig's Attributes: section: {missing}"
     assert set(docs) <= {f.name for f in dataclasses.fields(GrowthConfig)}  # no stale descriptions
@@ -35,7 +37,7 @@ def test_every_field_has_an_option_with_help(verb):
         if verb == "compare" and field.name == "strategy":
             assert "strategy" not in options  # compare has --strategies
             continue
-        if field.name in cli.PYTHON_ONLY_FIELDS:
+        if field.name in cli_options.PYTHON_ONLY_FIELDS:
             assert field.name not in options  # it matters only with a Python callable
             continue
         action = options[field.name]
@@ -48,7 +50,7 @@ def test_every_field_has_an_option_with_help(verb):
 @pytest.mark.parametrize("verb", ["run", "compare"])
 def test_parsed_defaults_are_growth_config_defaults(verb):
     args = _parse([verb, "synthetic"])
-    growth, _ = cli._configs(args)
+    growth, _ = cli_options.configs(args)
     assert growth == GrowthConfig()
     assert dataclasses.asdict(growth) == dataclasses.asdict(GrowthConfig())
 
@@ -58,7 +60,7 @@ def test_options_are_typed_by_the_annotation():
         ["run", "synthetic", "--max-depth", "5", "--lr=0.02", "--neurons", "3", "--block", "gelu-mlp"]
         + ["--epsilons", "0.5,1,2", "--device", "cpu", "--min-delta", "0.01", "--td-batch-size", "64"]
     )
-    growth, _ = cli._configs(args)
+    growth, _ = cli_options.configs(args)
     assert (growth.max_depth, growth.lr, growth.neurons, growth.block) == (5, 0.02, 3, "gelu-mlp")
     assert growth.epsilons == (0.5, 1.0, 2.0) and growth.device == "cpu"
     assert (growth.min_delta, growth.td_batch_size) == (0.01, 64)
@@ -81,18 +83,18 @@ def test_options_are_typed_by_the_annotation():
     ],
 )
 def test_option_kinds(annotation, value, expected):
-    kind = cli.option_kind(annotation)
+    kind = cli_options.option_kind(annotation)
     assert kind["type"](value) == expected
 
 
 @pytest.mark.parametrize("annotation", ["Callable[..., Optimizer]", "dict[str, float]", "Path | None"])
 def test_types_the_command_line_cannot_spell_get_no_option(annotation):
-    assert cli.option_kind(annotation) is None
+    assert cli_options.option_kind(annotation) is None
 
 
 def test_a_bool_field_is_a_flag_pair():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--flag", default=False, **cli.option_kind("bool"))
+    parser.add_argument("--flag", default=False, **cli_options.option_kind("bool"))
     assert parser.parse_args(["--flag"]).flag is True and parser.parse_args(["--no-flag"]).flag is False
 
 
@@ -116,8 +118,8 @@ def test_attribute_docs_reads_the_google_section():
             gamma: not an attribute.
         """
 
-    assert cli.attribute_docs(Example) == {"alpha": "first line continued here.", "beta": "typed ``beta``."}
-    assert cli.attribute_docs(type("Bare", (), {})) == {}
+    assert cli_options.attribute_docs(Example) == {"alpha": "first line continued here.", "beta": "typed ``beta``."}
+    assert cli_options.attribute_docs(type("Bare", (), {})) == {}
 
 
 def test_help_turns_field_names_into_options():
@@ -129,8 +131,8 @@ def test_help_turns_field_names_into_options():
 
 def test_line_search_is_a_choice(capsys):
     assert _options("run")["line_search"].choices == ["model", "grid"]
-    assert cli._configs(_parse(["run", "synthetic", "--line-search", "grid"]))[0].line_search == "grid"
-    assert cli._configs(_parse(["compare", "synthetic"]))[0].line_search == "model"
+    assert cli_options.configs(_parse(["run", "synthetic", "--line-search", "grid"]))[0].line_search == "grid"
+    assert cli_options.configs(_parse(["compare", "synthetic"]))[0].line_search == "model"
     with pytest.raises(SystemExit):
         _parse(["run", "synthetic", "--line-search", "gird"])
     assert "argument --line-search: invalid choice: 'gird' (choose from" in capsys.readouterr().err
@@ -141,10 +143,10 @@ def test_config_file_precedence_for_generated_options(tmp_path):
     config = tmp_path / "growth.json"
     config.write_text(json.dumps({"min_delta": 0.01, "td_batch_size": 32, "lr": 0.5, "epsilons": [0.1]}))
     args = _parse(["run", "synthetic", "--config", str(config), "--td-batch-size=16", "--lr", "0.25"])
-    growth, _ = cli._configs(args)
+    growth, _ = cli_options.configs(args)
     assert (growth.min_delta, growth.td_batch_size, growth.lr, growth.epsilons) == (0.01, 16, 0.25, (0.1,))
     args = _parse(["run", "synthetic", "--config", str(config), "--td-batch", "8"])  # an abbreviation counts too
-    assert cli._configs(args)[0].td_batch_size == 8
+    assert cli_options.configs(args)[0].td_batch_size == 8
 
 
 def test_compare_overrides_one_strategys_config(tmp_path):

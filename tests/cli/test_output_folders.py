@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from topogrow import _io, cli
-from topogrow.cli import main
+from topogrow import _io
+from topogrow.cli import main, runs
 from topogrow.cli.outdir import LOCK_NAME
 from topogrow.growth import checkpoint as ckpt
 
@@ -91,7 +91,7 @@ def test_the_lock_is_held_during_the_run_and_removed_after_an_error(tmp_path, ca
         seen.append(holder)
         raise ValueError("no such data")
 
-    monkeypatch.setattr(cli, "load_task", failing_task)
+    monkeypatch.setattr(runs, "load_task", failing_task)
     assert main(_argv(out)) == 2
     assert _error(capsys) == "topogrow: error: no such data"
     (holder,) = seen

@@ -10,7 +10,8 @@ import torch
 
 import topogrow.data
 from topogrow._registry import Registry
-from topogrow.cli import build_parser, main
+from topogrow.cli import main
+from topogrow.cli.parser import build_parser
 from topogrow.data import TASKS, Task, load, register_task
 
 EXPECTED_TASKS = ["california", "synthetic", "mnist5k", "mnist", "digits", "heat-map", "heat-inverse"]

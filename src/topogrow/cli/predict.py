@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from topogrow._io import write_text_atomic
 from topogrow.data.tabular import read_table
 from topogrow.growth.checkpoint import load
 
-__all__ = ["predict_table"]
+__all__ = ["predict_command", "predict_table"]
 
 
 def predict_table(run_dir: str | Path, data: str | Path) -> str:
@@ -51,3 +54,13 @@ def predict_table(run_dir: str | Path, data: str | Path) -> str:
         writer.writerow(header)
         writer.writerows([[f"{v:.9g}" for v in row] for row in columns])
     return out.getvalue()
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    """``topogrow predict``: print the predictions as CSV, or write them to ``--out``."""
+    text = predict_table(args.model, args.data)
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out} ({text.count(chr(10)) - 1} predictions)", file=sys.stderr)

@@ -21,7 +21,7 @@ with the face conductivity the harmonic mean ``2 k_P k_N / (k_P + k_N)`` of the 
 arithmetic mean). On a boundary face the neighbour is the wall value ``u = 0`` at distance ``h/2``, so the
 coefficient is ``2 k_P / h^2``. The matrix is symmetric positive definite; it is assembled with
 ``scipy.sparse`` and solved with a sparse LU (``scipy.sparse.linalg.splu``). The scheme is second order:
-``tests/app/test_pde_heat.py`` checks the error against a manufactured solution on grids 16, 32 and 64.
+``tests/data/test_pde_heat.py`` checks the error against a manufactured solution on grids 16, 32 and 64.
 
 **Random field** (:func:`kl_basis`). ``m`` is a Gaussian random field with mean ``mean`` (0) and the
 squared-exponential covariance ``C(x, x') = sigma^2 exp(-|x - x'|^2 / (2 l^2))`` (``sigma = 1``,
