@@ -12,7 +12,7 @@ from topogrow.growth.callbacks import (
     Rollback,
     StopRules,
 )
-from topogrow.growth.checkpoint import CheckpointError, find_checkpoint, load, read_checkpoint, save
+from topogrow.growth.checkpoint import find_checkpoint, load, read_checkpoint
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import Proposal, StageContext
 from topogrow.growth.grower import Grower
@@ -31,7 +31,9 @@ from topogrow.growth.registries import (
     register_schedule,
     register_strategy,
 )
+from topogrow.growth.saved_model import save
 from topogrow.growth.schedules import Schedule
+from topogrow.growth.serialization import CheckpointError
 from topogrow.growth.step import GrowthStep, grow
 from topogrow.growth.strategies import Strategy, make_strategy
 

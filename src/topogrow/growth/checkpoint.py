@@ -1,4 +1,4 @@
-"""Checkpoints of a growth run, and grown models saved for inference: JSON and safetensors only.
+"""Checkpoints of a growth run (one folder each, numbered, written atomically), and :func:`load`.
 
 Nothing here unpickles: architectures are JSON specs (``model.spec()``), tensors are
 safetensors files, everything else is JSON. Every file is written to a temporary
@@ -22,55 +22,52 @@ A checkpoint directory (``Grower.fit(checkpoint_dir=...)``, ``topogrow run``'s
       ckpt-000008/
       (the newest ``keep`` checkpoints are kept; leftovers of interrupted writes are removed)
 
-A model saved with :func:`save` is a folder with ``model.json`` and ``model.safetensors``;
-:func:`load` reads that, a checkpoint, or a checkpoint directory (its newest checkpoint).
+A model saved with :func:`~topogrow.growth.saved_model.save` is a folder with ``model.json`` and
+``model.safetensors`` (:mod:`topogrow.growth.saved_model`); :func:`load` reads that, a checkpoint, or a
+checkpoint directory (its newest checkpoint). Beside this module: the bytes and checksums
+(:mod:`~topogrow.growth.serialization`), what a checkpoint holds besides the network
+(:mod:`~topogrow.growth.run_state`) and the callbacks' states as JSON (:mod:`~topogrow.growth.state_encoding`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import random
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from topogrow._io import dir_mode as _dir_mode
 from topogrow._io import fsync_dir as _fsync_dir
 from topogrow._io import named_os_error as _named_os_error
-from topogrow._io import write_atomic as _write_atomic
 from topogrow._io import write_synced as _write_bytes
 from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
-from topogrow.nn.adapter import GrowableNetwork
-from topogrow.nn.growable import MODELS
+from topogrow.growth.run_state import STATE_SEPARATOR, Checkpoint, optimizer_payload, rng_payload
+from topogrow.growth.saved_model import model_files, read_model
+from topogrow.growth.serialization import (
+    VERSION,
+    CheckpointError,
+    check_digest,
+    digest,
+    get_field,
+    json_bytes,
+    parse_json,
+    parse_tensors,
+    read_file,
+    tensor_bytes,
+)
+from topogrow.growth.state_encoding import decode_state
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "Checkpointer",
-    "MODEL_CLASSES",
-    "find_checkpoint",
-    "load",
-    "read_checkpoint",
-    "save",
-]
+__all__ = ["Checkpointer", "find_checkpoint", "load", "read_checkpoint"]
 
 CHECKPOINT_FORMAT = "topogrow-checkpoint"
-MODEL_FORMAT = "topogrow-model"
-VERSION = 1
 MANIFEST = "manifest.json"
 CHECKPOINT_FILES = (
     "model.json",
@@ -81,223 +78,6 @@ CHECKPOINT_FILES = (
     "trainer.json",
 )
 _NAME = re.compile(r"ckpt-(\d{6,})")
-_STATE_SEPARATOR = "::"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or saved model that cannot be read: the message names the file and what is wrong."""
-
-
-def _model_classes() -> dict[str, type[nn.Module]]:
-    """The classes registered in :data:`topogrow.nn.MODELS`, by class name (what ``model.json`` stores)."""
-    return {cls.__name__: cls for cls in MODELS.values()}
-
-
-class _ModelClasses(Mapping[str, type[nn.Module]]):
-    """A live view of :func:`_model_classes`: a model registered later is saved and loaded too."""
-
-    def __getitem__(self, name: str) -> type[nn.Module]:
-        return _model_classes()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_model_classes())
-
-    def __len__(self) -> int:
-        return len(_model_classes())
-
-
-#: Model classes a checkpoint can rebuild from ``{"class": name, "spec": model.spec()}``:
-#: every model in :data:`topogrow.nn.MODELS`, by class name.
-MODEL_CLASSES: Mapping[str, type[nn.Module]] = _ModelClasses()
-
-
-# ------------------------------------------------------------------ files
-def _json_bytes(payload: Any) -> bytes:
-    return (json.dumps(payload, indent=1, allow_nan=True) + "\n").encode()
-
-
-def _digest(data: bytes) -> dict[str, Any]:
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing ({what})") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
-
-
-def _check_digest(path: Path, data: bytes, expected: Any) -> None:
-    if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
-        raise CheckpointError(f"{path}: no size and SHA-256 recorded for it")
-    size = expected["size"]
-    if len(data) < size:
-        raise CheckpointError(f"{path}: truncated: {len(data)} bytes, {size} expected")
-    if len(data) > size:
-        raise CheckpointError(f"{path}: {len(data)} bytes, {size} expected (the file was changed after it was written)")
-    if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
-        raise CheckpointError(f"{path}: corrupt: its SHA-256 does not match the one recorded when it was written")
-
-
-def _parse_json(path: Path, data: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
-def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-
-
-def _parse_tensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load as load_tensors
-
-    try:
-        return load_tensors(data)
-    except Exception as error:  # safetensors raises its own SafetensorError (and others) on bad input
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a valid safetensors file ({message})") from None
-
-
-def _field(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
-    if key not in payload:
-        raise CheckpointError(f"{path}: no {key!r} entry")
-    value = payload[key]
-    if not isinstance(value, kind):
-        raise CheckpointError(f"{path}: {key!r} has the wrong type ({type(value).__name__})")
-    return value
-
-
-# ------------------------------------------------------------------ models
-def _model_record(model: nn.Module) -> dict[str, Any]:
-    """``{"class", "spec", "dtype"}`` of a model a checkpoint can rebuild; raises if it cannot."""
-    name = type(model).__name__
-    if isinstance(model, GrowableNetwork):
-        raise TypeError(
-            f"cannot save a {name} (your own modules, made growable by as_growable): a checkpoint cannot rebuild "
-            "them; save model.state_dict() with torch.save and load it into as_growable(...) built as before"
-        )
-    if MODEL_CLASSES.get(name) is not type(model) or not callable(getattr(model, "spec", None)):
-        raise TypeError(f"cannot save a {name}: checkpoints rebuild {', '.join(MODEL_CLASSES)} from their spec()")
-    parameter = next(model.parameters())
-    spec = json.loads(json.dumps(model.spec()))
-    if spec.get("activation") == "custom":
-        raise TypeError(
-            f"cannot save a {name} with a custom activation module: a checkpoint rebuilds the activation by "
-            "name (use 'silu-tanh' or 'z-tanh')"
-        )
-    record = {"class": name, "spec": spec, "dtype": str(parameter.dtype).removeprefix("torch.")}
-    preprocessing = getattr(model, "preprocessing", None)
-    if preprocessing is not None:
-        record["preprocessing"] = json.loads(json.dumps(preprocessing))
-    return record
-
-
-def _build(record: dict[str, Any], path: Path, device: torch.device | str | None = "cpu") -> nn.Module:
-    """The model of a ``model.json`` record, freshly built (the global RNG is left untouched)."""
-    name = _field(record, "class", str, path)
-    spec = _field(record, "spec", dict, path)
-    dtype_name = _field(record, "dtype", str, path)
-    cls = MODEL_CLASSES.get(name)
-    if cls is None:
-        raise CheckpointError(f"{path}: unknown model class {name!r}; expected one of: {', '.join(MODEL_CLASSES)}")
-    dtype = getattr(torch, dtype_name, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise CheckpointError(f"{path}: unknown floating dtype {dtype_name!r}")
-    try:
-        with torch.random.fork_rng(devices=[]):
-            model = cls(**spec)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: the spec does not build a {name}: {error}") from None
-    preprocessing = record.get("preprocessing")
-    if preprocessing is not None and not isinstance(preprocessing, dict):
-        raise CheckpointError(f"{path}: preprocessing must be an object, got {type(preprocessing).__name__}")
-    model.preprocessing = preprocessing
-    return model.to(device=device or "cpu", dtype=dtype)
-
-
-def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict(strict=True)``, with the mismatch said in one line naming ``path``."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-        raise CheckpointError(f"{path}: the weights do not fit the architecture ({'; '.join(parts)})")
-    for key, value in tensors.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(value.shape)}, the architecture needs {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(tensors, strict=True)
-
-
-def check_rebuildable(model: nn.Module) -> dict[str, Any]:
-    """The model's record, after checking that the spec rebuilds the same parameter names and shapes."""
-    record = _model_record(model)
-    rebuilt = _build(record, Path("model.json"))
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    built = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-    if have != built:
-        differ = sorted(set(have) ^ set(built)) or sorted(k for k in have if have[k] != built[k])
-        raise TypeError(
-            f"cannot checkpoint this {record['class']}: its spec() does not describe every layer "
-            f"(e.g. {differ[0]}); insert blocks as ResidualBlock(block, name=...) with a registered name"
-        )
-    return record
-
-
-def _model_files(model: nn.Module, record: dict[str, Any] | None = None) -> dict[str, bytes]:
-    record = dict(record or _model_record(model))
-    weights = _tensor_bytes(model.state_dict(), metadata={"format": MODEL_FORMAT})
-    record = {"format": MODEL_FORMAT, "version": VERSION, **record, "weights": _digest(weights)}
-    return {"model.json": _json_bytes(record), "model.safetensors": weights}
-
-
-def _read_model(folder: Path, files: dict[str, bytes] | None, device) -> nn.Module:
-    json_path, weights_path = folder / "model.json", folder / "model.safetensors"
-    record = _parse_json(json_path, files["model.json"] if files else _read(json_path, "the architecture"))
-    if record.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{json_path}: not a topogrow model description (format {record.get('format')!r})")
-    if record.get("version") != VERSION:
-        raise CheckpointError(f"{json_path}: format version {record.get('version')!r}, this topogrow reads {VERSION}")
-    weights = files["model.safetensors"] if files else _read(weights_path, "the weights")
-    _check_digest(weights_path, weights, record.get("weights"))
-    model = _build(record, json_path, device)
-    _load_weights(model, _parse_tensors(weights_path, weights), weights_path)
-    return model
-
-
-def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Save a (grown) model for inference: ``path/model.json`` (architecture, the model's
-    ``preprocessing`` and the JSON-able ``metadata``, e.g. versions, command line and config) and
-    ``path/model.safetensors`` (weights), each written atomically. Returns ``path``.
-
-    Read it back with :func:`load`. The model must be of a class registered in
-    :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
-    with ``register_model``) whose layers its ``spec()`` describes; a network of your own modules
-    (:func:`topogrow.nn.as_growable`) is saved as ``model.state_dict()`` instead.
-    """
-    path = Path(path)
-    record = check_rebuildable(model)
-    if metadata is not None:
-        record["metadata"] = json.loads(json.dumps(metadata))
-    files = _model_files(model, record)
-    _write_atomic(path / "model.safetensors", files["model.safetensors"])
-    _write_atomic(path / "model.json", files["model.json"])
-    return path
 
 
 def load(path: str | Path, device: str | torch.device | None = "cpu") -> nn.Module:
@@ -317,15 +97,14 @@ def load(path: str | Path, device: str | torch.device | None = "cpu") -> nn.Modu
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if (path / "model.json").is_file() and not (path / MANIFEST).exists():
-        return _read_model(path, None, device).eval()
+        return read_model(path, None, device).eval()
     checkpoint = find_checkpoint(path)
     if checkpoint is None:
         raise FileNotFoundError(f"{path}: no model.json and no checkpoint (ckpt-NNNNNN folder) in it")
     files = _read_checkpoint_files(checkpoint)
-    return _read_model(checkpoint, files, device).eval()
+    return read_model(checkpoint, files, device).eval()
 
 
-# ------------------------------------------------------------- checkpoints
 def _index(path: Path) -> int | None:
     match = _NAME.fullmatch(path.name)
     return int(match.group(1)) if match else None
@@ -363,41 +142,22 @@ def find_checkpoint(path: str | Path) -> Path | None:
 def _read_checkpoint_files(folder: Path) -> dict[str, bytes]:
     """Every file of a checkpoint, checked against the manifest's sizes and checksums."""
     manifest_path = folder / MANIFEST
-    manifest = _parse_json(manifest_path, _read(manifest_path, "the checkpoint is incomplete"))
+    manifest = parse_json(manifest_path, read_file(manifest_path, "the checkpoint is incomplete"))
     if manifest.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{manifest_path}: not a topogrow checkpoint (format {manifest.get('format')!r})")
     if manifest.get("version") != VERSION:
         raise CheckpointError(
             f"{manifest_path}: checkpoint format version {manifest.get('version')!r}, this topogrow reads {VERSION}"
         )
-    listed = _field(manifest, "files", dict, manifest_path)
+    listed = get_field(manifest, "files", dict, manifest_path)
     files = {}
     for name in CHECKPOINT_FILES:
         if name not in listed:
             raise CheckpointError(f"{manifest_path}: does not list {name}")
-        data = _read(folder / name, "the checkpoint is incomplete")
-        _check_digest(folder / name, data, listed[name])
+        data = read_file(folder / name, "the checkpoint is incomplete")
+        check_digest(folder / name, data, listed[name])
         files[name] = data
     return files
-
-
-@dataclass
-class Checkpoint:
-    """Everything read back from one checkpoint folder (see :func:`read_checkpoint`)."""
-
-    path: Path
-    model: nn.Module
-    config: GrowthConfig
-    loss: str | None
-    progress: dict[str, Any]
-    history: GrowthHistory
-    callbacks: dict[str, dict[str, Any]]  # each stateful callback's state_dict(), by key (tensors decoded)
-    optimizer: dict[str, Any]  # {"groups": [...], "state": {param name: {key: tensor or number}}}
-    generators: dict[str, torch.Tensor]  # generator states by name ("torch", "grower", "train", "cuda:0", ...)
-    numpy_state: dict[str, Any] | None = None
-    python_state: list[Any] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    scheduler: dict[str, Any] | None = None  # the learning-rate scheduler's state_dict() (None: constant rate)
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> Checkpoint:
@@ -410,31 +170,31 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
     if folder is None:
         raise FileNotFoundError(f"{path}: no checkpoint (ckpt-NNNNNN folder) in it")
     files = _read_checkpoint_files(folder)
-    model = _read_model(folder, files, device)
+    model = read_model(folder, files, device)
     trainer_path = folder / "trainer.json"
-    trainer = _parse_json(trainer_path, files["trainer.json"])
+    trainer = parse_json(trainer_path, files["trainer.json"])
     try:
-        config = GrowthConfig.from_saved(_field(trainer, "config", dict, trainer_path))
-        history = GrowthHistory.from_dict(_field(trainer, "history", dict, trainer_path))
+        config = GrowthConfig.from_saved(get_field(trainer, "config", dict, trainer_path))
+        history = GrowthHistory.from_dict(get_field(trainer, "history", dict, trainer_path))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{trainer_path}: {error}") from None
     loss = trainer.get("loss")
-    progress = _field(trainer, "progress", dict, trainer_path)
+    progress = get_field(trainer, "progress", dict, trainer_path)
     _check_progress(progress, trainer_path)
-    optimizer_json = _field(trainer, "optimizer", dict, trainer_path)
+    optimizer_json = get_field(trainer, "optimizer", dict, trainer_path)
     state_path = folder / "optimizer.safetensors"
     state: dict[str, dict[str, Any]] = {}
-    for key, tensor in _parse_tensors(state_path, files["optimizer.safetensors"]).items():
-        name, sep, item = key.rpartition(_STATE_SEPARATOR)
+    for key, tensor in parse_tensors(state_path, files["optimizer.safetensors"]).items():
+        name, sep, item = key.rpartition(STATE_SEPARATOR)
         if not sep:
             raise CheckpointError(f"{state_path}: unexpected entry {key!r} (expected '<parameter>::<state>')")
         state.setdefault(name, {})[item] = tensor
-    for name, values in _field(optimizer_json, "scalars", dict, trainer_path).items():
+    for name, values in get_field(optimizer_json, "scalars", dict, trainer_path).items():
         state.setdefault(name, {}).update(values)
     callback_path = folder / "callbacks.safetensors"
-    callback_tensors = _parse_tensors(callback_path, files["callbacks.safetensors"])
+    callback_tensors = parse_tensors(callback_path, files["callbacks.safetensors"])
     rng_path = folder / "rng.safetensors"
-    generators = _parse_tensors(rng_path, files["rng.safetensors"])
+    generators = parse_tensors(rng_path, files["rng.safetensors"])
     for name, tensor in generators.items():
         if tensor.dtype != torch.uint8 or tensor.ndim != 1:
             raise CheckpointError(f"{rng_path}: {name} is not a generator state (uint8 vector)")
@@ -445,9 +205,9 @@ def read_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         loss=loss if isinstance(loss, str) else None,
         progress=progress,
         history=history,
-        callbacks=decode_state(_field(trainer, "callbacks", dict, trainer_path), callback_tensors, callback_path),
+        callbacks=decode_state(get_field(trainer, "callbacks", dict, trainer_path), callback_tensors, callback_path),
         scheduler=decode_state(trainer.get("scheduler"), callback_tensors, callback_path),
-        optimizer={"groups": _field(optimizer_json, "groups", list, trainer_path), "state": state},
+        optimizer={"groups": get_field(optimizer_json, "groups", list, trainer_path), "state": state},
         generators=generators,
         numpy_state=trainer.get("numpy_rng"),
         python_state=trainer.get("python_rng"),
@@ -467,116 +227,11 @@ _PROGRESS = {
 
 def _check_progress(progress: dict[str, Any], path: Path) -> None:
     for key, kind in _PROGRESS.items():
-        value = _field(progress, key, kind, path)
+        value = get_field(progress, key, kind, path)
         if isinstance(value, bool):
             raise CheckpointError(f"{path}: progress {key!r} has the wrong type (bool)")
     if progress["phase"] not in ("grow", "final", "done"):
         raise CheckpointError(f"{path}: unknown phase {progress['phase']!r}")
-
-
-def optimizer_payload(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
-    """The optimiser's state as tensors keyed ``"<parameter name>::<key>"`` plus a JSON part
-    (hyper-parameters of each group with parameter names, non-tensor state values)."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    groups = []
-    for group in optimizer.param_groups:
-        missing = [p for p in group["params"] if id(p) not in names]
-        if missing:
-            raise ValueError("the optimiser holds parameters that are not the model's")
-        hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
-        groups.append({**hyper, "params": [names[id(p)] for p in group["params"]]})
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{names[id(p)]}{_STATE_SEPARATOR}{key}"] = value
-                else:
-                    scalars.setdefault(names[id(p)], {})[key] = value
-    return tensors, {"type": type(optimizer).__name__, "groups": groups, "scalars": scalars}
-
-
-def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, model: nn.Module, saved: dict[str, Any], where: Path
-) -> None:
-    """Put a checkpoint's optimiser state (see :func:`optimizer_payload`) into ``optimizer``,
-    whose parameter groups must hold the same parameters, in the same order."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    groups = saved["groups"]
-    if len(groups) != len(optimizer.param_groups):
-        raise CheckpointError(
-            f"{where}: {len(groups)} optimiser parameter groups, the run has {len(optimizer.param_groups)}"
-        )
-    index, state_dict = 0, {"state": {}, "param_groups": []}
-    seen: set[str] = set()
-    for saved_group, group in zip(groups, optimizer.param_groups, strict=True):
-        have = [names[id(p)] for p in group["params"]]
-        if not isinstance(saved_group, dict) or saved_group.get("params") != have:
-            raise CheckpointError(f"{where}: the optimiser's parameters do not match the model's")
-        hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved_group.items() if k != "params"}
-        indices = []
-        for name in have:
-            if name in saved["state"]:
-                state_dict["state"][index] = dict(saved["state"][name])
-                seen.add(name)
-            indices.append(index)
-            index += 1
-        state_dict["param_groups"].append({**group, **hyper, "params": indices})
-    unknown = sorted(set(saved["state"]) - seen)
-    if unknown:
-        raise CheckpointError(f"{where}: optimiser state for unknown parameters {unknown[:3]}")
-    optimizer.load_state_dict(state_dict)
-
-
-def rng_payload(generators: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Generator states as tensors (torch's global CPU RNG as ``"torch"``, CUDA's as ``"cuda:<i>"``,
-    plus ``generators``), and numpy's and python's global states as JSON."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda:{i}"] = state
-    for name, generator in generators.items():
-        tensors[name] = generator.get_state()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return tensors, {
-        "numpy_rng": {
-            "kind": kind,
-            "keys": [int(k) for k in keys],
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python_rng": [version, list(internal), gauss_next],
-    }
-
-
-def restore_rng(checkpoint: Checkpoint, generators: dict[str, torch.Generator]) -> None:
-    """Set torch's, numpy's and python's global RNGs and ``generators`` to the checkpoint's states."""
-    where = checkpoint.path / "rng.safetensors"
-    states = checkpoint.generators
-    try:
-        torch.set_rng_state(states["torch"])
-        for name, generator in generators.items():
-            if name in states:
-                generator.set_state(states[name])
-        cuda = sorted(k for k in states if k.startswith("cuda:"))
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([states[k] for k in cuda[: torch.cuda.device_count()]])
-    except (KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{where}: a generator state cannot be restored ({error})") from None
-    trainer = checkpoint.path / "trainer.json"
-    try:
-        if checkpoint.numpy_state is not None:
-            s = checkpoint.numpy_state
-            np.random.set_state(
-                (s["kind"], np.asarray(s["keys"], dtype=np.uint32), s["pos"], s["has_gauss"], s["cached"])
-            )
-        if checkpoint.python_state is not None:
-            version, internal, gauss_next = checkpoint.python_state
-            random.setstate((version, tuple(internal), gauss_next))
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{trainer}: numpy/python RNG state cannot be restored ({error})") from None
 
 
 class Checkpointer:
@@ -626,21 +281,21 @@ class Checkpointer:
         for name, value in model.state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise FloatingPointError(f"refusing to checkpoint non-finite weights ({name})")
-        files = _model_files(model)
+        files = model_files(model)
         opt_tensors, opt_json = optimizer_payload(optimizer, model)
         rng_tensors, rng_json = rng_payload(generators)
         trainer = {**trainer, "optimizer": opt_json, **rng_json}
-        files["optimizer.safetensors"] = _tensor_bytes(opt_tensors)
-        files["rng.safetensors"] = _tensor_bytes(rng_tensors)
-        files["callbacks.safetensors"] = _tensor_bytes(tensors or {})
-        files["trainer.json"] = _json_bytes(trainer)
+        files["optimizer.safetensors"] = tensor_bytes(opt_tensors)
+        files["rng.safetensors"] = tensor_bytes(rng_tensors)
+        files["callbacks.safetensors"] = tensor_bytes(tensors or {})
+        files["trainer.json"] = json_bytes(trainer)
         name = f"ckpt-{self.next_index:06d}"
         manifest = {
             "format": CHECKPOINT_FORMAT,
             "version": VERSION,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **summary,
-            "files": {k: _digest(v) for k, v in files.items()},
+            "files": {k: digest(v) for k, v in files.items()},
         }
         final = self.directory / name
         try:
@@ -650,7 +305,7 @@ class Checkpointer:
         current = final
         try:
             os.chmod(tmp, _dir_mode())  # mkdtemp's folder is private (0700): follow the umask as mkdir does
-            for file_name, data in (*files.items(), (MANIFEST, _json_bytes(manifest))):
+            for file_name, data in (*files.items(), (MANIFEST, json_bytes(manifest))):
                 current = final / file_name  # named by where it goes: the temporary folder is removed
                 _write_bytes(tmp / file_name, data)
             current = final
@@ -669,42 +324,3 @@ class Checkpointer:
         for old in _complete(self.directory)[: -self.keep]:
             self._remove(old)
         return final
-
-
-def encode_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
-    """``state`` (e.g. callbacks' ``state_dict()``s) as JSON: each tensor moves into ``tensors``
-    (under its path) and is replaced by ``{"__tensor__": path}``; dicts with non-string keys
-    (an optimiser's state), tuples and non-finite floats are spelled out. :func:`decode_state`
-    is the inverse."""
-    if isinstance(state, torch.Tensor):
-        tensors[path] = state.detach().cpu().contiguous().clone()
-        return {"__tensor__": path}
-    if isinstance(state, dict):
-        if all(isinstance(key, str) and not key.startswith("__") for key in state):
-            return {key: encode_state(value, tensors, f"{path}/{key}") for key, value in state.items()}
-        return {"__items__": [[key, encode_state(v, tensors, f"{path}/{key}")] for key, v in state.items()]}
-    if isinstance(state, (list, tuple)):
-        items = [encode_state(value, tensors, f"{path}/{index}") for index, value in enumerate(state)]
-        return {"__tuple__": items} if isinstance(state, tuple) else items
-    if isinstance(state, float) and not math.isfinite(state):
-        return {"__float__": repr(state)}
-    return state
-
-
-def decode_state(state: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
-    """The inverse of :func:`encode_state` (a missing tensor is a :class:`CheckpointError` naming ``where``)."""
-    if isinstance(state, list):
-        return [decode_state(value, tensors, where) for value in state]
-    if not isinstance(state, dict):
-        return state
-    if set(state) == {"__tensor__"}:
-        if state["__tensor__"] not in tensors:
-            raise CheckpointError(f"{where}: has no tensor {state['__tensor__']!r}")
-        return tensors[state["__tensor__"]]
-    if set(state) == {"__items__"}:
-        return {key: decode_state(value, tensors, where) for key, value in state["__items__"]}
-    if set(state) == {"__tuple__"}:
-        return tuple(decode_state(value, tensors, where) for value in state["__tuple__"])
-    if set(state) == {"__float__"}:
-        return float(state["__float__"])
-    return {key: decode_state(value, tensors, where) for key, value in state.items()}

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from topogrow.growth.checkpoint import Checkpointer, check_rebuildable, encode_state
+from topogrow.growth.checkpoint import Checkpointer
 from topogrow.growth.distributed import barrier, is_main_process
+from topogrow.growth.saved_model import check_rebuildable
+from topogrow.growth.state_encoding import encode_state
 
 
 class RunCheckpoints:

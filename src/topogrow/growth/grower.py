@@ -29,7 +29,7 @@ from topogrow._validation import check_int, one_line
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.budget import Budget
 from topogrow.growth.callbacks import Callback, EarlyStopping, Insertion, ProgressBar, Rollback, StopRules
-from topogrow.growth.checkpoint import Checkpoint, CheckpointError, load_optimizer_state, read_checkpoint, restore_rng
+from topogrow.growth.checkpoint import read_checkpoint
 from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.compute import ComputeCounter
 from topogrow.growth.config import GrowthConfig
@@ -49,7 +49,9 @@ from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step
 from topogrow.growth.metrics import check_metrics, monitored
 from topogrow.growth.model_check import check_growable, check_precision
 from topogrow.growth.progress import Progress
+from topogrow.growth.run_state import Checkpoint, load_optimizer_state, restore_rng
 from topogrow.growth.schedules import Schedule, make_schedule
+from topogrow.growth.serialization import CheckpointError
 from topogrow.growth.strategies import make_strategy
 from topogrow.growth.training import (
     Metric,
