@@ -20,7 +20,14 @@ def test_the_gallery_has_its_tutorials():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS, ids=[path.stem for path in SCRIPTS])
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(path, marks=[pytest.mark.california] if "california" in path.read_text() else [])
+        for path in SCRIPTS
+    ],
+    ids=[path.stem for path in SCRIPTS],
+)
 def test_gallery_script_runs(script, monkeypatch, capsys):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

@@ -99,6 +99,7 @@ def test_cli_help_explains_strategies():
     assert "td-where" in result.stdout and "--seeds" in result.stdout
 
 
+@pytest.mark.california
 def test_quickstart_example_runs(monkeypatch, capsys):
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
     monkeypatch.setenv("QUICKSTART_N_TRAIN", "1000")

@@ -29,6 +29,7 @@ def test_statlib_file_gives_scikit_learn_features(tmp_path):
     np.testing.assert_array_equal(read_statlib_california(header)[0], X)
 
 
+@pytest.mark.california
 def test_shared_california_is_found_and_complete():
     X, y = load_california(download=False)
     assert X.shape == (20640, 8) and y.shape == (20640,)
@@ -63,6 +64,7 @@ def test_corrupt_file_is_named(tmp_path, content, problem):
     assert str(path) in str(error.value)
 
 
+@pytest.mark.california
 def test_task_split_is_seeded_and_standardised():
     a, b, c = load("california", seed=0), load("california", seed=0), load("california", seed=1)
     assert torch.equal(a.X_train, b.X_train) and not torch.equal(a.X_train, c.X_train)

@@ -7,6 +7,7 @@ import pytest
 from topogrow.cli import main
 
 
+@pytest.mark.california
 @pytest.mark.slow
 def test_bench_quick_writes_the_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
@@ -50,6 +51,7 @@ def test_bench_rejects_unknown_sections(capsys):
     assert "td_vs_epoch" in capsys.readouterr().err
 
 
+@pytest.mark.california
 def test_the_location_cost_section_puts_the_default_decision_within_an_epoch():
     from topogrow.experiments.bench import BenchConfig, goals_met, run_bench
 
