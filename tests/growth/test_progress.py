@@ -3,8 +3,8 @@
 import io
 
 import torch
-from helpers import regression_data, short_growth_config
 
+from helpers import regression_data, short_growth_config
 from topogrow import Grower, ResidualMLP
 from topogrow.growth import ProgressBar
 
