@@ -13,16 +13,11 @@ from topogrow.core.hamiltonian import (
     hamiltonian_blocks,
     quadratic_form,
 )
+from topogrow.core.hessian_operator import HamiltonianHessian, leading_operator_eigenpairs
 from topogrow.core.layer_kinds import Conv2d, Dense, LayerKind, Token
 from topogrow.core.location import location_derivative
 from topogrow.core.losses import resolve_loss
-from topogrow.core.matrix_free import (
-    FirstOrder,
-    HamiltonianHessian,
-    MatrixFreeTopologicalDerivative,
-    leading_operator_eigenpairs,
-    matrix_free_topological_derivative,
-)
+from topogrow.core.matrix_free import FirstOrder, MatrixFreeTopologicalDerivative, matrix_free_topological_derivative
 from topogrow.core.result import TopologicalDerivativeResult
 from topogrow.core.sampling import Sampling
 from topogrow.core.topological_derivative import TopologicalDerivative, topological_derivative
