@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from topogrow import adapt
-from topogrow.experiments.transfer_runner import BENCHMARKS, TransferConfig, pretrain
+from topogrow.experiments.transfer import BENCHMARKS, TransferConfig, pretrain
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ def test_help_lists_every_registered_task(verb):
 def test_models_benchmarks_and_bench_sections_are_registries():
     from topogrow.experiments.bench import SECTIONS, BenchConfig
     from topogrow.experiments.experiment import MODELS, ModelConfig
-    from topogrow.experiments.transfer_runner import BENCHMARKS, TransferConfig
+    from topogrow.experiments.transfer import BENCHMARKS, TransferConfig
 
     assert list(MODELS) == ["mlp", "cnn", "vit"] and list(BENCHMARKS) == ["heat", "mnist"]
     assert BenchConfig().sections == tuple(SECTIONS)

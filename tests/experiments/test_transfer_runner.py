@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from topogrow.cli import main
-from topogrow.experiments.transfer_runner import (
+from topogrow.experiments.transfer import (
     STRATEGIES,
     TransferConfig,
     heat_data,
@@ -151,7 +151,7 @@ def test_run_transfer_mnist_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_run_transfer_heat_is_reproducible(heat, monkeypatch):
     """A seed reproduces every number (the data is the cached one of the fixture)."""
-    import topogrow.experiments.transfer_runner as runner
+    import topogrow.experiments.transfer as runner
 
     monkeypatch.setattr(runner.BENCHMARKS["heat"], "data", lambda seed, data_dir=None: heat)
     config = TransferConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from topogrow.cli.outdir import locked
@@ -12,19 +13,12 @@ from topogrow.growth import GrowthConfig
 
 def transfer_command(args: argparse.Namespace) -> None:
     """``topogrow transfer``: one transfer benchmark; print its table; write transfer.json, .md and .png."""
-    from topogrow.experiments.transfer_runner import (
-        STRATEGIES,
-        TransferConfig,
-        parse_list,
-        run_transfer,
-        transfer_table,
-        write_transfer,
-    )
+    from topogrow.experiments.transfer import STRATEGIES, TransferConfig, run_transfer, transfer_table, write_transfer
 
     config = TransferConfig(
         args.benchmark,
-        samples=parse_list(args.samples, int),
-        strategies=parse_list(args.strategies) or STRATEGIES,
+        samples=_parse_list(args.samples, int),
+        strategies=_parse_list(args.strategies) or STRATEGIES,
         seeds=args.seeds,
         n_layers=args.n_layers,
         steps=args.steps,
@@ -72,3 +66,13 @@ def bench_command(args: argparse.Namespace) -> None:
     results = run_bench(config)
     print(markdown_table(results))
     print(f"wrote {write_results(results, args.out)}")
+
+
+def _parse_list(text: str | None, kind=str) -> Sequence | None:
+    """``"a,b"`` -> ``("a", "b")`` (``kind`` converts each); ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``topogrow`` parser; the names it lists (tasks, models, strategies, blocks, benchmarks,
     bench sections) come from their registries, the growth options from :class:`GrowthConfig`."""
     from topogrow.experiments.bench import SECTIONS
-    from topogrow.experiments.transfer_runner import BENCHMARKS
+    from topogrow.experiments.transfer import BENCHMARKS
 
     parser = _Parser(prog="topogrow", description=DESCRIPTION, formatter_class=_RawDescriptionFormatter)
     parser.add_argument("--version", action="version", version=f"topogrow {topogrow.__version__}")
