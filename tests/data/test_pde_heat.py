@@ -1,4 +1,5 @@
-"""The heat-conductivity generator (topogrow.data.pde.heat): solver, random field, data, cache, tasks."""
+"""The heat-conductivity generator (topogrow.data.pde.diffusion, topogrow.data.pde.heat): solver, random
+field, data, cache, tasks."""
 
 from __future__ import annotations
 
@@ -7,20 +8,17 @@ import pytest
 import torch
 
 from topogrow.data.pde import heat
-from topogrow.data.pde.heat import (
-    cache_path,
+from topogrow.data.pde.diffusion import (
     cell_centres,
     coarsen,
     diffusion_matrix,
-    generate_heat_dataset,
     kl_basis,
-    make_heat_inverse_task,
-    make_heat_map_task,
     observation_matrix,
-    relative_l2_error,
     sensor_locations,
     solve_diffusion,
 )
+from topogrow.data.pde.heat import cache_path, generate_heat_dataset, make_heat_inverse_task, make_heat_map_task
+from topogrow.data.task import relative_l2_error
 
 SMALL = {"n_samples": 40, "grid": 16, "n_modes": 12, "length_scale": 0.25, "sensors": 5}
 

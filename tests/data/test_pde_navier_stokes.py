@@ -8,16 +8,14 @@ import torch
 
 from topogrow.data.pde.navier_stokes import (
     NavierStokesConfig,
-    RelativeL2Task,
-    SpectralNavierStokes,
     cache_path,
-    fno_forcing,
-    gaussian_random_field,
     navier_stokes_data,
     navier_stokes_inverse,
     small_config,
     wind_reconstruction,
 )
+from topogrow.data.pde.spectral import SpectralNavierStokes, fno_forcing, gaussian_random_field
+from topogrow.data.task import RelativeL2Task
 
 SIZES = {"n_test": 20, "n_val": 10, "n_pool": 40}
 

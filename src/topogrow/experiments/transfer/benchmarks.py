@@ -100,7 +100,8 @@ def _tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
 
 def heat_data(seed: int, data_dir: str | None = None) -> TransferData:
     """The ``heat`` benchmark's data (see this module's docstring); generated once, then cached."""
-    from topogrow.data.pde.heat import HEAT_DATA_SEED, coarsen, generate_heat_dataset
+    from topogrow.data.pde.diffusion import coarsen
+    from topogrow.data.pde.heat import HEAT_DATA_SEED, generate_heat_dataset
 
     source = generate_heat_dataset(length_scale=HEAT_SOURCE_LENGTH, data_dir=data_dir)
     target = generate_heat_dataset(
