@@ -17,6 +17,11 @@ Two solvers give the same leading eigenpairs (to the iterative tolerance):
 ``"auto"`` picks the cheaper by :func:`solver_costs`: blocks for narrow layers,
 the iterative solver once ``m`` is a few hundred (its memory is ``S P (n + m)``, not
 the ``n m^2`` of the blocks: megabytes instead of 8.6 GB at width 1024).
+
+One idea: the closed-form pass over every location and the :class:`TopologicalDerivative` it
+returns, kept in one file because the private accumulators below (per location: blocks or the
+iterative solver's cache, the sampled pass's monitor) fill exactly that result's layout, and the
+choice between the solvers is part of the pass.
 """
 
 from __future__ import annotations

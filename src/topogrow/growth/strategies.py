@@ -41,6 +41,9 @@ time phi^T Q phi < 0, every epsilon raises the loss, and the search returns epsi
 zero layer that can never train.) With a registered *block* (``GrowthConfig.block``) the
 direction is the block's flat parameter vector, the topological derivative the matrix-free
 one, and the random initialisation the block's own default, flattened.
+
+One idea: the named strategies side by side in one registry, kept in one file because each is a
+short frozen dataclass and a reader compares them (where, how, what trains) in one place.
 """
 
 from __future__ import annotations
