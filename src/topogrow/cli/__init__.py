@@ -56,7 +56,9 @@ def _import_plugins(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``topogrow`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status:
-    0, 2 for a bad input (one line on stderr), 1 for an unexpected error, 130 when interrupted."""
+    0, 2 for a bad input (one line on stderr), 3 for a run whose training diverged (its outputs
+    written, ``run.json`` says ``"status": "diverged"``, one line on stderr says why), 1 for an
+    unexpected error, 130 when interrupted."""
     given = sys.argv[1:] if argv is None else list(argv)
     argv = _import_plugins(given)
     parser = build_parser()
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 "transfer": transfer_command,
                 "predict": predict_command,
             }
-            verbs[args.verb](args)
+            status = verbs[args.verb](args)
         except (ValueError, TypeError, OSError, FloatingPointError) as error:
             if args.debug:
                 raise
@@ -97,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    return 0
+    return status or 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,13 @@ def task_factory(args: argparse.Namespace) -> tuple[Callable[..., Task] | None, 
     return factory, Path(args.task).stem
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``topogrow run``: grow with one strategy; print the history; write run.json, run.png and the model."""
+#: The exit status of a run whose training diverged (:mod:`topogrow.growth.divergence`).
+DIVERGED = 3
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``topogrow run``: grow with one strategy; print the history; write run.json, run.png and the
+    model; the exit status (:data:`DIVERGED` when training diverged, else 0)."""
     growth, model = configs(args)
     if growth.strategy == "scratch":
         raise ValueError("'scratch' needs a td run to copy the architecture from: use 'topogrow compare'")
@@ -115,23 +121,27 @@ def run_command(args: argparse.Namespace) -> None:
         task = load_task(args.task, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
     else:
         task = factory(seed=args.seed, data_dir=args.data_dir, n_train=args.n_train)
-    result, network = run(
-        task,
-        growth,
-        model,
-        progress=not args.quiet,
-        checkpoint_dir=checkpoints,
-        checkpoint_every=args.checkpoint_every,
-        resume=resume,
-        callbacks=_loggers(args.log, out / "log"),
-    )
+    with warnings.catch_warnings():  # a diverged run is said once, below
+        warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
+        result, network = run(
+            task,
+            growth,
+            model,
+            progress=not args.quiet,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=args.checkpoint_every,
+            resume=resume,
+            callbacks=_loggers(args.log, out / "log"),
+        )
     print(result.history.summary())
     print(
         f"\n{task.metric_name}: {result.metric:.4f}   final depth: {result.final_depth}   "
         f"parameters: {result.n_parameters}   wall time: {result.wall_time:.1f} s"
     )
+    diverged = result.history.diverged
     payload = {
         "task": args.task,
+        "status": "diverged" if diverged else "completed",
         "metric": task.metric_name,
         "growth": growth.to_dict(),
         "model": model.__dict__,
@@ -142,6 +152,10 @@ def run_command(args: argparse.Namespace) -> None:
     png_path = plot_runs([result], out / "run.png", title=f"{args.task}, {growth.strategy}, seed {growth.seed}")
     save(network, out, metadata={**provenance(args.task, args.data_dir, args.command_line), "growth": growth.to_dict()})
     print(f"wrote {json_path}, {png_path}, the model ({out / 'model.json'}, load with topogrow.load) and {checkpoints}")
+    if diverged:
+        print(f"topogrow: the run diverged (exit status {DIVERGED}): {diverged}", file=sys.stderr)
+        return DIVERGED
+    return 0
 
 
 def _loggers(kinds: tuple[str, ...], folder: Path) -> list[Any]:

@@ -132,7 +132,8 @@ def plot_runs(results: list[RunResult], path: str | Path, title: str = "") -> Pa
         curves.plot(epochs, [e.val_loss for e in result.history.epochs], color=color, label=result.strategy)
         marks = result.history.insertions
         curves.scatter([s.epoch for s in marks], [s.val_loss for s in marks], color=color, marker="v", s=30)
-    curves.set_yscale("log")
+    if any(result.history.epochs for result in results):  # a run that diverged at once has no curve
+        curves.set_yscale("log")
     curves.set_xlabel("epoch")
     curves.set_ylabel("validation loss")
     curves.set_title("validation loss (▼ = insertion)")
