@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from topogrow._validation import check_int
 from topogrow.data import load as load_task
 from topogrow.data.task import Task
 from topogrow.experiments.paired import Paired, paired
+from topogrow.experiments.progress import RunProgress
 from topogrow.growth import Callback, Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
@@ -380,13 +380,13 @@ def compare(
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     order = sorted(strategies, key=lambda s: (s != DEPTH_SEARCH, s in ("scratch", "small-init"), s != "td"))
     comparison = Comparison(task_name, "", growth, model, lrs=tuple(lrs), overrides=overrides)
-    bar = tqdm(total=seeds * len(order), desc=f"compare {task_name}", unit="run", disable=not progress)
+    bar = RunProgress(seeds * len(order), f"compare {task_name}", enabled=progress)
     for seed in range(growth.seed, growth.seed + seeds):
         task = (task_factory or partial(load_task, task_name))(seed=seed, data_dir=data_dir, n_train=n_train)
         comparison.metric_name = task.metric_name
         done: dict[str, RunResult] = {}
         for name in order:
-            bar.set_postfix(seed=seed, strategy=name)
+            bar.start(f"seed {seed}, {name}")
             config = growth.replace(**overrides.get(name, {}), seed=seed)
             config = config if name == DEPTH_SEARCH else config.replace(strategy=name)
             if name == DEPTH_SEARCH:
@@ -398,6 +398,6 @@ def compare(
                 result, _ = best_lr(task, config, model, lrs, spec=spec)
             done[name] = result
             comparison.results.append(result)
-            bar.update(1)
+            bar.done(f"{task.metric_name} {result.metric:.4f}, depth {result.final_depth}, {result.wall_time:.1f} s")
     bar.close()
     return comparison

@@ -26,6 +26,7 @@ from topogrow._validation import check_int, unknown_name_error
 from topogrow.core.losses import resolve_loss
 from topogrow.data.task import Task
 from topogrow.experiments.experiment import ModelConfig, build_model
+from topogrow.experiments.progress import RunProgress
 from topogrow.experiments.transfer.benchmarks import BENCHMARKS, TransferData
 from topogrow.growth.data import TensorBatches
 from topogrow.growth.strategies import transfer_strategies
@@ -214,18 +215,16 @@ def _fresh_network(pretrained: torch.nn.Module, task: Task, config: TransferConf
 
 def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResults:
     """Pretrain per seed, then adapt with every strategy at every target size (see this module's docstring)."""
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     results: TransferResults | None = None
     total = config.seeds * len(config.samples) * len(config.strategies)
-    bar = tqdm(total=total, desc=f"transfer {config.benchmark}", disable=not progress, unit="run")
+    bar = RunProgress(total, f"transfer {config.benchmark}", enabled=progress)
     for seed in range(config.seeds):
         data = BENCHMARKS[config.benchmark].data(seed, config.data_dir)
         task = data.source.flattened() if config.model == "mlp" else data.source
         if results is None:
             results = TransferResults(config, f"target {task.metric_name}")
-        bar.set_postfix_str(f"seed {seed}: pretraining")
+        bar.start(f"seed {seed}: pretraining")
         pretrained = pretrain(data, config, seed)
         target_x, target_y = _flat(data.target_test[0], config.model), data.target_test[1]
         results.pretrained.append(
@@ -241,7 +240,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
             val = None if val is None else (_flat(val[0], config.model), val[1])
             epochs = None if config.steps is None else _epochs(len(x), config.batch_size, config.steps)
             for strategy in config.strategies:
-                bar.set_postfix_str(f"seed {seed}, {size} {BENCHMARKS[config.benchmark].sample_label}, {strategy}")
+                bar.start(f"seed {seed}, {size} {BENCHMARKS[config.benchmark].sample_label}, {strategy}")
                 began = time.perf_counter()
                 fresh = strategy == "target-only"
                 adapted = adapt(
@@ -274,7 +273,7 @@ def run_transfer(config: TransferConfig, progress: bool = True) -> TransferResul
                         len(adapted.history),
                     )
                 )
-                bar.update()
+                bar.done(f"{results.records[-1].metric:.4g}, depth {adapted.model.depth}")
     bar.close()
     assert results is not None
     results.wall_time = time.perf_counter() - start
