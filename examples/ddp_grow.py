@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
-from topogrow.growth import distributed
+from topogrow.training import distributed
 
 
 def make_data(samples: int, features: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

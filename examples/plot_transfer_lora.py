@@ -2,7 +2,7 @@
 Transfer learning: inserting layers with ``adapt`` against LoRA
 ===============================================================
 
-:func:`topogrow.adapt` freezes a trained network, inserts new layers one at a time where the
+:func:`topogrow.adapt <topogrow.transfer.adapt>` freezes a trained network, inserts new layers one at a time where the
 topological derivative on the *target* data is largest, and trains only the new layers (and
 the head): a parameter-efficient fine-tuning method. Its natural rival is LoRA, a low-rank
 adapter :math:`W + BA` on every weight of every residual layer (``strategy="lora"``, with the

@@ -10,7 +10,8 @@ import pytest
 from topogrow import _io
 from topogrow.data.pde.cache import save_npz_atomic
 from topogrow.experiments.report import write_json_atomic as report_write_json
-from topogrow.growth import checkpoint, saved_model
+from topogrow.growth import checkpoint
+from topogrow.nn import saved
 
 
 def _listing(folder):
@@ -75,7 +76,7 @@ def test_every_atomic_writer_is_this_one():
     """Checkpoints, reports and the PDE cache share the writer (one place to get it right)."""
     from topogrow.data.pde import cache
 
-    assert saved_model._write_atomic is _io.write_atomic
+    assert saved._write_atomic is _io.write_atomic
     assert checkpoint._write_bytes is _io.write_synced and checkpoint._fsync_dir is _io.fsync_dir
     assert cache.write_atomic is _io.write_atomic
 

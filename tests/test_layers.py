@@ -1,5 +1,6 @@
 """The package's import graph, read with ``ast`` (lazy imports inside functions count too): no cycles,
-and the layers import only downwards: core < nn < growth < data < experiments < cli."""
+and the layers import only downwards: core < nn < training < growth < {transfer, sklearn, lightning,
+data} < experiments < cli, where the packages of one tier import none of each other."""
 
 import ast
 from pathlib import Path
@@ -9,7 +10,18 @@ import pytest
 import topogrow
 
 PACKAGE = Path(topogrow.__file__).resolve().parent
-LAYERS = ("core", "nn", "growth", "data", "experiments", "cli")  # each imports only the ones before it (and leaves)
+#: Each tier imports only the tiers before it (and the leaf modules); the packages of one tier, none of each other.
+TIERS = (
+    ("core",),
+    ("nn",),
+    ("training",),
+    ("growth",),
+    ("transfer", "sklearn", "lightning", "data"),  # what is built on growth, and the tasks
+    ("experiments",),
+    ("cli",),
+)
+LAYERS = tuple(layer for tier in TIERS for layer in tier)
+TIER = {layer: index for index, tier in enumerate(TIERS) for layer in tier}
 
 
 def _module_name(path: Path) -> str:
@@ -88,17 +100,42 @@ def test_there_is_no_import_cycle():
     assert _cycles(_graph()) == []
 
 
-@pytest.mark.parametrize("layer", LAYERS[:-1])
-def test_lower_layers_import_nothing_from_higher_ones(layer):
-    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
-    wrong = {
+def _upward(graph: dict[str, set[str]], layer: str) -> set[tuple[str, str]]:
+    """The imports of ``layer``'s modules that go to a later tier or sideways within its own."""
+    return {
         (module, target)
-        for module, targets in _graph().items()
+        for module, targets in graph.items()
         if _layer(module) == layer
         for target in targets
-        if _layer(target) is not None and _layer(target) not in allowed
+        if _layer(target) not in (None, layer) and TIER[_layer(target)] >= TIER[layer]
     }
-    assert wrong == set()
+
+
+def test_an_upward_or_sideways_import_is_caught():
+    graph = {
+        "topogrow.training.epochs": {"topogrow.core.losses", "topogrow.growth.config"},
+        "topogrow.growth.grower": {"topogrow.training.epochs", "topogrow.transfer"},
+        "topogrow.transfer": {"topogrow.growth.grower", "topogrow.data.tasks"},
+        "topogrow.nn.saved": {"topogrow.nn.growable", "topogrow._io"},
+    }
+    assert _upward(graph, "training") == {("topogrow.training.epochs", "topogrow.growth.config")}
+    assert _upward(graph, "growth") == {("topogrow.growth.grower", "topogrow.transfer")}
+    assert _upward(graph, "transfer") == {("topogrow.transfer", "topogrow.data.tasks")}
+    assert _upward(graph, "nn") == set()
+
+
+def test_every_package_has_a_tier():
+    packages = {
+        path.stem
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").is_file()) and not path.name.startswith("_")
+    }
+    assert packages <= set(LAYERS), f"packages without a tier in TIERS: {sorted(packages - set(LAYERS))}"
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_lower_layers_import_nothing_from_higher_ones(layer):
+    assert _upward(_graph(), layer) == set()
 
 
 def test_the_leaf_modules_import_no_layer():

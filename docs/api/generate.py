@@ -19,9 +19,15 @@ PACKAGES = {
     "adjoints, Hamiltonian-Hessian blocks, eigen-solves, the matrix-free operator). See :doc:`/theory`.",
     "topogrow.nn": "Models that grow: the growable-model contract, ``ResidualMLP``, ``ResidualCNN``, ``ViT``, "
     "``as_growable`` for a residual network of your own modules, residual layers and blocks, activations with "
-    "sigma(0) = sigma'(0) = 0, and their registries.",
+    "sigma(0) = sigma'(0) = 0, their registries, and a model saved for inference (``save``).",
+    "topogrow.training": "Training as PyTorch does it, which the growth loop, the Lightning callback and loops of your "
+    "own use: an epoch of training, the loss and metrics over batches, the optimisers by name, parameters added to "
+    "a live optimiser and its scheduler, data as mini-batches, and several processes "
+    "(``topogrow.training.distributed``).",
     "topogrow.growth": "The growth loop (``Grower``), its configuration, strategies, schedules, callbacks, "
-    "checkpoints and registries.",
+    "checkpoints (``load``) and registries.",
+    "topogrow.transfer": "Transfer learning by growth: ``adapt`` a pretrained network to new data by inserting layers "
+    "where the topological derivative on that data is largest, and the baselines it is compared with.",
     "topogrow.data": "Learning tasks as tensors: ``load`` a registered task by name (California housing, MNIST, "
     "digits, the heat-conduction and Navier-Stokes problems, a table of your own), the task registry and the "
     "data loaders.",

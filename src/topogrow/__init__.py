@@ -4,7 +4,6 @@ from topogrow.core import TopologicalDerivative, topological_derivative
 from topogrow.growth import (
     STRATEGIES,
     Callback,
-    CheckpointError,
     Grower,
     GrowthConfig,
     GrowthHistory,
@@ -15,11 +14,10 @@ from topogrow.growth import (
     grow,
     load,
     register_strategy,
-    save,
 )
-from topogrow.growth.transfer import AdaptResult, adapt
-from topogrow.nn import ResidualCNN, ResidualMLP
+from topogrow.nn import CheckpointError, ResidualCNN, ResidualMLP, save
 from topogrow.nn.vit import ViT
+from topogrow.transfer import AdaptResult, adapt
 
 __all__ = [
     "STRATEGIES",

@@ -6,7 +6,7 @@ lightning).
 or a plateau of a logged metric) with its stop rules; *where* and *how* is the registered
 strategy, through :func:`topogrow.grow`: the new layer's parameters join the trainer's optimiser
 as a group with the current hyper-parameters, and its scheduler's per-group lists are extended
-(:func:`~topogrow.growth.add_parameters`), so Adam's state and the schedule go on. Checkpoints
+(:func:`~topogrow.training.add_parameters`), so Adam's state and the schedule go on. Checkpoints
 keep the depth (a grown model's state dict records its insertions), the optimiser's parameter
 groups and the callback's state: ``load_from_checkpoint`` and ``fit(ckpt_path=...)`` work on a
 grown module.
@@ -39,9 +39,9 @@ from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageFault, StopGrowth
 from topogrow.growth.grower import check_growable
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
-from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.schedules import make_schedule
 from topogrow.growth.step import GrowthStep, grow
+from topogrow.training.live_optimizer import add_parameters, remove_parameters
 
 __all__ = ["LOGGED", "GrowthCallback", "chosen_mu"]
 

@@ -81,9 +81,9 @@ except ImportError as error:  # scikit-learn < 1.6
 from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.grower import Grower
-from topogrow.growth.training import resolve_device
 from topogrow.nn.activations import prepare_activation
 from topogrow.nn.mlp import ResidualMLP
+from topogrow.training.epochs import resolve_device
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "GrowingClassifier", "GrowingRegressor"]
 

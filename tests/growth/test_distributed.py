@@ -1,4 +1,5 @@
-"""Distributed growth (topogrow.growth.distributed): helpers in-process, and a 2-process torchrun run.
+"""Distributed growth (topogrow.growth.distributed_run): the reduce hook and a single process in-process,
+and a 2-process torchrun run. The helpers themselves: tests/training/test_distributed_helpers.py.
 
 The torchrun test runs ``examples/ddp_grow.py`` twice: on 2 CPU processes (gloo), each with
 half of the data, and as one process on all of it. Each process trains full-batch on its
@@ -33,37 +34,12 @@ import torch
 import torch.distributed as dist
 
 from topogrow import Grower, GrowthConfig, ResidualMLP, topological_derivative
-from topogrow.growth import distributed, read_checkpoint
+from topogrow.growth import read_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_grow.py"
 
 
-# ----------------------------------------------------------------- in-process helpers
-def test_shard_splits_contiguously_and_concatenates_back():
-    x, y = torch.arange(10.0).reshape(5, 2), torch.arange(5.0)
-    parts = [distributed.shard(x, y, r, 2) for r in range(2)]
-    assert [p[0].shape[0] for p in parts] == [3, 2]
-    assert torch.equal(torch.cat([p[0] for p in parts]), x)
-    assert torch.equal(torch.cat([p[1] for p in parts]), y)
-    assert torch.equal(distributed.shard(x, y)[0], x)  # no process group: everything
-    with pytest.raises(ValueError, match="rank must be in 0..1"):
-        distributed.shard(x, y, 2, 2)
-    with pytest.raises(ValueError, match="at least one"):
-        distributed.shard(x[:1], y[:1], 0, 2)
-
-
-def test_helpers_without_a_process_group_are_identities():
-    assert not distributed.is_distributed()
-    assert (distributed.rank(), distributed.world_size(), distributed.is_main_process()) == (0, 1, True)
-    t = torch.tensor([1.5, 2.0], dtype=torch.float32)
-    summed = distributed.all_reduce_sum(t)
-    assert summed.dtype == torch.float64 and torch.equal(summed, t.double())
-    assert distributed.reduce_mean(6.0, 4) == 1.5
-    assert distributed.broadcast(t) is t
-    distributed.barrier()
-    assert distributed.init_process_group() is False or "WORLD_SIZE" in os.environ
-
-
+# ----------------------------------------------------------------- in-process
 @pytest.mark.parametrize("solver", ["blocks", "iterative"])
 def test_reduce_hook_sums_blocks_counts_and_products(solver):
     """``reduce`` as if two processes held the same data: the same derivative over 2S samples."""

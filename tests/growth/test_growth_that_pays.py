@@ -74,7 +74,7 @@ def test_early_stopping_restores_the_start_of_a_stage_when_no_epoch_improves_on_
     grower = Grower(model(), "mse", cfg)
     start = copy.deepcopy(grower.model.state_dict())
     train, val = data(), data(60, 2)
-    from topogrow.growth.training import evaluate_loss
+    from topogrow.training.epochs import evaluate_loss
 
     before = evaluate_loss(grower.model, [val], grower.loss)
     with warnings.catch_warnings():

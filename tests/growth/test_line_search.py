@@ -10,7 +10,6 @@ import helpers
 import topogrow.growth.insertion as insertion_module
 from topogrow import Grower, GrowthConfig, ResidualMLP
 from topogrow.growth.callbacks import Callback
-from topogrow.growth.data import first_samples
 from topogrow.growth.line_search import (
     DEFAULT_EPSILONS,
     REFINEMENTS,
@@ -21,8 +20,9 @@ from topogrow.growth.line_search import (
     model_line_search,
     start_epsilon,
 )
-from topogrow.growth.training import evaluate_loss
-from topogrow.growth.transfer import adapt
+from topogrow.training.data import first_samples
+from topogrow.training.epochs import evaluate_loss
+from topogrow.transfer import adapt
 
 MAX_PROBES = 2 * (1 + WALK_STEPS) + REFINEMENTS
 

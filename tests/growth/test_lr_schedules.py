@@ -10,7 +10,8 @@ from torch.optim import lr_scheduler
 
 import helpers
 from topogrow import Grower, ResidualMLP
-from topogrow.growth import Callback, GrowthConfig, add_parameters, remove_parameters
+from topogrow.growth import Callback, GrowthConfig
+from topogrow.training import add_parameters, remove_parameters
 
 config = helpers.short_growth_config
 

@@ -11,8 +11,7 @@ import topogrow
 from topogrow._registry import Registry
 from topogrow.core.layer_kinds import Dense
 from topogrow.experiments.experiment import ModelConfig, build_model
-from topogrow.growth import saved_model
-from topogrow.nn import ACTIVATIONS, BLOCKS, MODELS, GrowableModel, ResidualMLP, register_block, register_model
+from topogrow.nn import ACTIVATIONS, BLOCKS, MODELS, GrowableModel, ResidualMLP, register_block, register_model, saved
 from topogrow.nn.blocks import make_block, rebuild_block
 from topogrow.nn.layers import ResidualDense
 
@@ -78,7 +77,7 @@ def test_registries_are_registries():
 
 
 def test_a_registered_model_round_trips_through_save_and_load(tiny_model, tmp_path):
-    assert MODELS[tiny_model] is TinyGrowable and saved_model.MODEL_CLASSES["TinyGrowable"] is TinyGrowable
+    assert MODELS[tiny_model] is TinyGrowable and saved.MODEL_CLASSES["TinyGrowable"] is TinyGrowable
     model = TinyGrowable().double()
     model.insert_layer(1, 0.3 * torch.randn(3, 3), 0.1 * torch.randn(3))
     x = torch.randn(4, 3, dtype=torch.float64)

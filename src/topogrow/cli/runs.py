@@ -25,7 +25,7 @@ from topogrow.experiments.quality import summary as quality_summary
 from topogrow.experiments.report import comparison_table, plot_comparison, plot_quality, plot_runs
 from topogrow.growth import STRATEGIES, GrowthConfig
 from topogrow.growth.checkpoint import find_checkpoint
-from topogrow.growth.saved_model import save
+from topogrow.nn.saved import save
 
 #: Where ``run --log`` writes, and with which logger.
 LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "jsonl": "JSONLinesLogger"}

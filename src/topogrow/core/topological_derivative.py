@@ -233,7 +233,7 @@ def topological_derivative(
         tol: relative residual at which the iterative solver stops (eigenvalue error
             about ``tol^2``, at most ``tol``, times the block's largest eigenvalue in magnitude).
         reduce: for data split over processes, a function that sums a float64 tensor over
-            them (e.g. :func:`topogrow.growth.distributed.all_reduce_sum`). It is applied
+            them (e.g. :func:`topogrow.training.distributed.all_reduce_sum`). It is applied
             to the sample count and loss sum, to each location's summed blocks before they
             are divided and diagonalised, and to each block product of the iterative
             solver, so every process gets the topological derivative of all the data.

@@ -15,8 +15,8 @@
 * :mod:`topogrow.data.tabular` — a user's own CSV, ``.npz`` or Parquet table as a task;
 * :mod:`topogrow.data.pde` — the heat-conduction and Navier–Stokes generators (loaded when used).
 
-This layer imports :mod:`topogrow.core`, :mod:`topogrow.nn` and :mod:`topogrow.growth` at most, never
-:mod:`topogrow.experiments` or :mod:`topogrow.cli`.
+This layer imports :mod:`topogrow.core`, :mod:`topogrow.nn`, :mod:`topogrow.training` and
+:mod:`topogrow.growth` at most, never :mod:`topogrow.experiments` or :mod:`topogrow.cli`.
 """
 
 from topogrow.data.datasets import DATA_ENV, load_california

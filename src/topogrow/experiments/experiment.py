@@ -21,8 +21,8 @@ from topogrow.experiments.progress import RunProgress
 from topogrow.growth import Callback, Grower, GrowthConfig, GrowthHistory
 from topogrow.growth.checkpoint import find_checkpoint
 from topogrow.growth.strategies import growth_strategies
-from topogrow.growth.training import resolve_device
 from topogrow.nn import MODELS
+from topogrow.training.epochs import resolve_device
 
 
 @dataclass(frozen=True)

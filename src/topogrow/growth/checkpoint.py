@@ -22,10 +22,10 @@ A checkpoint directory (``Grower.fit(checkpoint_dir=...)``, ``topogrow run``'s
       ckpt-000008/
       (the newest ``keep`` checkpoints are kept; leftovers of interrupted writes are removed)
 
-A model saved with :func:`~topogrow.growth.saved_model.save` is a folder with ``model.json`` and
-``model.safetensors`` (:mod:`topogrow.growth.saved_model`); :func:`load` reads that, a checkpoint, or a
+A model saved with :func:`~topogrow.nn.saved.save` is a folder with ``model.json`` and
+``model.safetensors`` (:mod:`topogrow.nn.saved`); :func:`load` reads that, a checkpoint, or a
 checkpoint directory (its newest checkpoint). Beside this module: the bytes and checksums
-(:mod:`~topogrow.growth.serialization`), what a checkpoint holds besides the network
+(:mod:`~topogrow.nn.serialization`), what a checkpoint holds besides the network
 (:mod:`~topogrow.growth.run_state`) and the callbacks' states as JSON (:mod:`~topogrow.growth.state_encoding`).
 """
 
@@ -50,8 +50,9 @@ from topogrow._validation import check_int
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
 from topogrow.growth.run_state import STATE_SEPARATOR, Checkpoint, optimizer_payload, rng_payload
-from topogrow.growth.saved_model import model_files, read_model
-from topogrow.growth.serialization import (
+from topogrow.growth.state_encoding import decode_state
+from topogrow.nn.saved import model_files, read_model
+from topogrow.nn.serialization import (
     VERSION,
     CheckpointError,
     check_digest,
@@ -63,7 +64,6 @@ from topogrow.growth.serialization import (
     read_file,
     tensor_bytes,
 )
-from topogrow.growth.state_encoding import decode_state
 
 __all__ = ["Checkpointer", "find_checkpoint", "load", "read_checkpoint"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from topogrow.growth.checkpoint import Checkpointer
-from topogrow.growth.distributed import barrier, is_main_process
-from topogrow.growth.saved_model import check_rebuildable
 from topogrow.growth.state_encoding import encode_state
+from topogrow.nn.saved import check_rebuildable
+from topogrow.training.distributed import barrier, is_main_process
 
 
 class RunCheckpoints:

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from topogrow.core.topological_derivative import EIGH_COST
 from topogrow.growth.callbacks import Callback
-from topogrow.growth.data import TransformedBatches
+from topogrow.training.data import TransformedBatches
 
 __all__ = ["ComputeCounter", "forward_flops"]
 

@@ -15,8 +15,9 @@ import torch
 from topogrow._validation import check_bool, check_int, check_optional_int, check_real, unknown_name_error
 from topogrow.core.sampling import Sampling
 from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES
-from topogrow.growth.registries import LR_SCHEDULES, OPTIMIZERS, SCHEDULES, STRATEGIES
+from topogrow.growth.registries import LR_SCHEDULES, SCHEDULES, STRATEGIES
 from topogrow.nn.blocks import BLOCKS
+from topogrow.training.optimizers import OPTIMIZERS
 
 #: The floor and the cap of a ``td_samples="auto"`` pass. Past the cap a tie between locations is
 #: left to chance. Passes of fixed size against the full pass (8 seeds x 3 draws on California,
@@ -121,7 +122,7 @@ class GrowthConfig:
             final phase ends before an epoch would exceed it, and a cosine schedule decays over
             it. ``None``: no budget.
         weight_decay: weight decay of the optimiser.
-        optimizer: the optimiser, a name in :data:`~topogrow.growth.training.OPTIMIZERS`
+        optimizer: the optimiser, a name in :data:`~topogrow.training.OPTIMIZERS`
             (``"adam"``, ``"adamw"``, ``"sgd"``) built with ``lr`` and ``weight_decay``, or a
             callable ``params -> torch.optim.Optimizer``; built once, new layers join it as a
             parameter group at the current learning rate (the old parameters keep their state).

@@ -10,8 +10,9 @@ One idea, kept in one file: the loop and the run state its methods share (model,
 scheduler, data, progress, callbacks). What is not the loop lives beside it: the checks of a
 model (:mod:`~topogrow.growth.model_check`), the run's position (:mod:`~topogrow.growth.progress`),
 metrics and the monitored value (:mod:`~topogrow.growth.metrics`), divergence
-(:mod:`~topogrow.growth.divergence`), snapshots of the network and its optimiser state
-(:mod:`~topogrow.growth.live_optimizer`).
+(:mod:`~topogrow.growth.divergence`), several processes (:mod:`~topogrow.growth.distributed_run`);
+training itself, snapshots of the network and its optimiser state are :mod:`topogrow.training`'s
+(:mod:`~topogrow.training.epochs`, :mod:`~topogrow.training.live_optimizer`).
 """
 
 from __future__ import annotations
@@ -34,34 +35,30 @@ from topogrow.growth.checkpointing import RunCheckpoints
 from topogrow.growth.compute import ComputeCounter
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageContext, StageFault, StopGrowth
-from topogrow.growth.data import (
-    DataSource,
-    check_block,
-    check_compatible,
-    check_data_kind,
-)
-from topogrow.growth.distributed import DistributedRun, is_distributed, is_main_process, world_size
+from topogrow.growth.distributed_run import DistributedRun
 from topogrow.growth.divergence import DivergenceGuard
 from topogrow.growth.history import EpochRecord, GrowthHistory, StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
-from topogrow.growth.live_optimizer import add_parameters, parameters_outside, restore, snapshot
 from topogrow.growth.lr_schedules import make_lr_scheduler, planned_epochs, step_lr_scheduler
 from topogrow.growth.metrics import check_metrics, monitored
-from topogrow.growth.model_check import check_growable, check_precision
+from topogrow.growth.model_check import check_block, check_growable, check_precision
 from topogrow.growth.progress import Progress
 from topogrow.growth.run_state import Checkpoint, load_optimizer_state, restore_rng
 from topogrow.growth.schedules import Schedule, make_schedule
-from topogrow.growth.serialization import CheckpointError
 from topogrow.growth.strategies import make_strategy
-from topogrow.growth.training import (
+from topogrow.nn.serialization import CheckpointError
+from topogrow.training.data import DataSource, check_compatible, check_data_kind
+from topogrow.training.distributed import is_distributed, is_main_process, world_size
+from topogrow.training.epochs import (
     Metric,
     TrainingOptions,
     evaluate,
     evaluate_loss,
-    optimizer_factory,
     resolve_device,
     train_epoch,
 )
+from topogrow.training.live_optimizer import add_parameters, parameters_outside, restore, snapshot
+from topogrow.training.optimizers import optimizer_factory
 
 
 class Grower:
@@ -71,7 +68,7 @@ class Grower:
     (:meth:`Callback.on_stage_end`: the stop rules may end growth), the strategy proposes
     where and how to insert a layer, the line search picks epsilon on the training loss, the
     layer goes in, and its parameters join the live optimiser and learning-rate scheduler at
-    the current rate (:mod:`~topogrow.growth.live_optimizer`: old parameters keep their state,
+    the current rate (:mod:`~topogrow.training.live_optimizer`: old parameters keep their state,
     no schedule restarts). After growth stops, the final network trains until it has converged
     (``config.stop_patience`` epochs without improvement; at most ``final_epochs``), and the
     best epoch is restored.
@@ -99,7 +96,7 @@ class Grower:
     ``fit(..., checkpoint_dir=...)`` checkpoints the run; :meth:`from_checkpoint` continues it
     (exactly, on CPU). Under an initialised ``torch.distributed`` process group of several
     processes, each giving ``fit`` its own shard of the data, the run is distributed
-    (:mod:`topogrow.growth.distributed`). With ``config.block`` the model grows by that
+    (:mod:`topogrow.growth.distributed_run`). With ``config.block`` the model grows by that
     registered block through the matrix-free topological derivative.
 
     Example::
@@ -198,7 +195,7 @@ class Grower:
         that on CPU the run ends exactly as an uninterrupted one. ``loss`` is needed only when
         the run used a loss callable rather than a name; ``device`` overrides the saved one;
         ``callbacks`` are the extra callbacks of the run (their states are restored by class
-        name). Raises :class:`~topogrow.growth.checkpoint.CheckpointError` naming the file if
+        name). Raises :class:`~topogrow.CheckpointError` naming the file if
         the checkpoint is truncated or corrupt, ``FileNotFoundError`` if there is none.
         """
         checkpoint = read_checkpoint(path)
@@ -318,7 +315,7 @@ class Grower:
 
     def add_parameters(self, parameters: Sequence[torch.nn.Parameter]) -> None:
         """Hand new parameters of the model (a callback's own layers) to the live optimiser and
-        scheduler as one group at the current rate (:func:`~topogrow.growth.live_optimizer.add_parameters`)."""
+        scheduler as one group at the current rate (:func:`~topogrow.training.live_optimizer.add_parameters`)."""
         add_parameters(self.optimizer, list(parameters), self.scheduler)
         self.distributed_run.parameters_changed()
 
@@ -343,13 +340,13 @@ class Grower:
     def snapshot(self) -> dict[str, Any]:
         """The model's weights, the optimiser's state of each parameter (by name) and which
         parameters train, as copies (:meth:`restore` puts them back on a model of the same
-        architecture; :func:`~topogrow.growth.live_optimizer.snapshot`)."""
+        architecture; :func:`~topogrow.training.live_optimizer.snapshot`)."""
         return snapshot(self.model, self.optimizer)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Put a :meth:`snapshot` back: weights, which parameters train, and each parameter's
         optimiser state; the optimiser and the scheduler stay live
-        (:func:`~topogrow.growth.live_optimizer.restore`)."""
+        (:func:`~topogrow.training.live_optimizer.restore`)."""
         restore(self.model, self.optimizer, self.scheduler, snapshot)
         self.distributed_run.parameters_changed()
 

@@ -12,8 +12,6 @@ from torch import nn
 from topogrow._validation import unknown_name_error
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import Proposal
-from topogrow.growth.data import count_samples, first_samples, regroup
-from topogrow.growth.distributed import world_size
 from topogrow.growth.history import StageRecord
 from topogrow.growth.line_search import (
     LINE_SEARCHES,
@@ -23,8 +21,10 @@ from topogrow.growth.line_search import (
     model_line_search,
     record_samples,
 )
-from topogrow.growth.training import Reduce, evaluate_loss
 from topogrow.nn.blocks import ResidualBlock, make_block
+from topogrow.training.data import count_samples, first_samples, regroup
+from topogrow.training.distributed import world_size
+from topogrow.training.epochs import Reduce, evaluate_loss
 
 
 def insert_proposal(

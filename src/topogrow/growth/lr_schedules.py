@@ -2,7 +2,7 @@
 ``"cosine"`` and ``"plateau"``, each a torch ``LRScheduler`` stepped once per epoch.
 
 An insertion adds the new layer's parameters to the live optimiser and scheduler
-(:func:`~topogrow.growth.live_optimizer.add_parameters`), so no schedule restarts; a
+(:func:`~topogrow.training.live_optimizer.add_parameters`), so no schedule restarts; a
 ``"cosine"`` schedule decays once over the planned run (:func:`planned_epochs`, or the budget).
 """
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import EpochRecord, StageRecord
-from topogrow.growth.training import Metric, is_stateful_metric
+from topogrow.training.epochs import Metric, is_stateful_metric
 
 __all__ = ["check_metrics", "monitored"]
 

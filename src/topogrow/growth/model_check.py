@@ -1,5 +1,6 @@
 """The checks that a model can grow and train in the growth loop, before anything runs: one
-line naming the member that is missing, or the precision that would not train."""
+line naming the member that is missing, the precision that would not train, or the registered
+block that does not fit the model's states."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 
 from topogrow._validation import one_line
 from topogrow.growth.config import GrowthConfig
+from topogrow.nn.blocks import make_block
 
-__all__ = ["check_growable", "check_precision"]
+__all__ = ["check_block", "check_growable", "check_precision"]
 
 
 def check_growable(model: torch.nn.Module, config: GrowthConfig) -> None:
@@ -74,3 +76,23 @@ def check_precision(model: torch.nn.Module, device: torch.device) -> None:
         f"{type(model).__name__} has float16 parameters, which the growth loop does not train (no gradient "
         f"scaler: the loss becomes NaN whatever the learning rate); {advice}"
     )
+
+
+def check_block(model: torch.nn.Module, block_name: str, x: torch.Tensor) -> None:
+    """Fail before training if the registered block ``block_name`` does not fit the model's states."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        _, states = model.forward_states(x)
+        try:
+            block = make_block(block_name, model, 0).to(device=x.device, dtype=x.dtype)
+            out = block(states[0])
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"block {block_name!r} does not fit {type(model).__name__}: on its states of shape "
+                f"{tuple(states[0].shape)} it fails ({one_line(error)})"
+            ) from None
+    if not isinstance(out, torch.Tensor) or out.shape != states[0].shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"block {block_name!r} does not fit {type(model).__name__}: it maps states of shape "
+            f"{tuple(states[0].shape)} to {shape}"
+        )

@@ -1,7 +1,8 @@
 """The growth layer's registries, filled where each entry is defined: strategies
 (:mod:`~topogrow.growth.strategies`), schedules (:mod:`~topogrow.growth.schedules`) and
-optimisers (:mod:`~topogrow.growth.training`). A leaf module, so that the config can
-validate names without importing what it names."""
+learning-rate schedules (:mod:`~topogrow.growth.lr_schedules`). A leaf module, so that the config
+can validate names without importing what it names. The optimisers' registry is training's
+(:data:`topogrow.training.OPTIMIZERS`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ STRATEGIES: Registry = Registry("strategy")
 SCHEDULES: Registry = Registry("schedule")
 #: Learning-rate schedules by name: ``build(optimizer, config, horizon) -> LRScheduler | None``.
 LR_SCHEDULES: Registry = Registry("learning-rate schedule")
-#: Optimisers by name: ``factory(params, lr, weight_decay) -> torch.optim.Optimizer``.
-OPTIMIZERS: Registry = Registry("optimizer")
 
 register_strategy = STRATEGIES.register
 register_schedule = SCHEDULES.register
-register_optimizer = OPTIMIZERS.register
 register_lr_schedule = LR_SCHEDULES.register

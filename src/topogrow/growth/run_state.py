@@ -15,7 +15,7 @@ from torch import nn
 
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.history import GrowthHistory
-from topogrow.growth.serialization import CheckpointError
+from topogrow.nn.serialization import CheckpointError
 
 __all__ = ["Checkpoint", "load_optimizer_state", "optimizer_payload", "restore_rng", "rng_payload"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from topogrow.growth.serialization import CheckpointError
+from topogrow.nn.serialization import CheckpointError
 
 __all__ = ["decode_state", "encode_state"]
 

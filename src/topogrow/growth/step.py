@@ -1,6 +1,6 @@
 """One growth step for a training loop of your own: :func:`grow` decides where and how to insert
 a layer, inserts it as the end of a :class:`~topogrow.growth.grower.Grower` stage does, and hands
-its parameters to your optimiser and scheduler (:func:`~topogrow.growth.live_optimizer.add_parameters`);
+its parameters to your optimiser and scheduler (:func:`~topogrow.training.live_optimizer.add_parameters`);
 :meth:`GrowthStep.undo` takes it out again."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.callbacks import Insertion
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.context import StageContext, StopGrowth
-from topogrow.growth.data import DataSource
 from topogrow.growth.history import StageRecord
 from topogrow.growth.insertion import insert_searched, record_insertion
-from topogrow.growth.live_optimizer import add_parameters, remove_parameters
 from topogrow.growth.model_check import check_growable
 from topogrow.growth.strategies import make_strategy
+from topogrow.training.data import DataSource
+from topogrow.training.live_optimizer import add_parameters, remove_parameters
 
 __all__ = ["GrowthStep", "grow"]
 

@@ -28,7 +28,7 @@ Growth strategies (``topogrow compare``):
 - ``scratch``: never grows; trains a fixed architecture (``compare`` gives it the final
   architecture of the ``td`` run).
 
-Transfer-learning baselines (:func:`~topogrow.growth.transfer.adapt`):
+Transfer-learning baselines (:func:`~topogrow.transfer.adapt`):
 
 - ``random-location``: as ``random``.
 - ``zero-location``: a random location and a zero layer (epsilon 0): it cannot train.
@@ -120,7 +120,7 @@ class Strategy:
         block: the registered block the run grows by (``None``: the closed-form layer).
 
     ``for_growth`` and ``for_transfer`` say where the strategy is offered: ``topogrow
-    compare`` runs the growth strategies by default, :func:`~topogrow.growth.transfer.adapt`
+    compare`` runs the growth strategies by default, :func:`~topogrow.transfer.adapt`
     accepts the transfer ones; ``location_only`` that it needs only mu_l (what a budget plans for).
     """
 
@@ -549,7 +549,7 @@ def inserts_layers(name: str) -> bool:
 
 
 def transfer_strategies() -> tuple[str, ...]:
-    """The registered strategies :func:`~topogrow.growth.transfer.adapt` accepts."""
+    """The registered strategies :func:`~topogrow.transfer.adapt` accepts."""
     return tuple(name for name, cls in STRATEGIES.items() if cls.for_transfer)
 
 

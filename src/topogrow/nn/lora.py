@@ -1,5 +1,5 @@
 """Low-rank adapters (LoRA, Hu et al. 2021), the parameter-efficient fine-tuning baseline of
-:func:`topogrow.growth.transfer.adapt`.
+:func:`topogrow.transfer.adapt`.
 
 Each adapted weight ``W`` (``nn.Linear``: ``(out, in)``; ``nn.Conv2d``: ``(out, in, k, k)``)
 becomes ``W + B A`` reshaped to ``W``'s shape, with ``A`` ``(rank, fan_in)`` drawn like a

@@ -16,10 +16,10 @@ from topogrow.experiments.bench.config import SECTIONS, BenchConfig
 from topogrow.experiments.bench.measure import bench_mlp, log, timed
 from topogrow.growth import GrowthConfig
 from topogrow.growth.context import Proposal
-from topogrow.growth.data import DataSource, TensorBatches, count_samples, first_samples, regroup
 from topogrow.growth.insertion import insert_proposal
 from topogrow.growth.line_search import PROBE_SAMPLES
-from topogrow.growth.training import evaluate_loss, train_epoch
+from topogrow.training.data import DataSource, TensorBatches, count_samples, first_samples, regroup
+from topogrow.training.epochs import evaluate_loss, train_epoch
 
 
 @SECTIONS.register("line_search", help="the line search of one insertion against one training epoch")

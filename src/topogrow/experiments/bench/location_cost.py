@@ -14,9 +14,9 @@ from topogrow.data import load as load_task
 from topogrow.experiments.bench.config import SECTIONS, TD_BATCH, BenchConfig
 from topogrow.experiments.bench.measure import log
 from topogrow.growth import GrowthConfig
-from topogrow.growth.data import TensorBatches
-from topogrow.growth.training import train_epoch
 from topogrow.nn import ResidualMLP
+from topogrow.training.data import TensorBatches
+from topogrow.training.epochs import train_epoch
 
 #: ``(row, task, n_train, width, batch)`` of every paper row whose network differs (src/topogrow/experiments/paper).
 LOCATION_ROWS = (

@@ -13,8 +13,8 @@ from topogrow.experiments.bench.config import SECTIONS, TD_BATCH, BenchConfig
 from topogrow.experiments.bench.measure import bench_cnn, bench_mlp, log
 from topogrow.experiments.bench.td_vs_epoch import agreement
 from topogrow.growth import GrowthConfig
-from topogrow.growth.data import TensorBatches
-from topogrow.growth.training import train_epoch
+from topogrow.training.data import TensorBatches
+from topogrow.training.epochs import train_epoch
 
 
 @SECTIONS.register("td_decisions", help="the sampled TD pass's decisions against the full pass, over seeds")

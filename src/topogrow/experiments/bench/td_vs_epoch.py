@@ -14,10 +14,10 @@ from topogrow.data import load as load_task
 from topogrow.experiments.bench.config import SECTIONS, TD_BATCH, BenchConfig
 from topogrow.experiments.bench.measure import bench_cnn, bench_mlp, log, timed
 from topogrow.growth import GrowthConfig
-from topogrow.growth.data import TensorBatches
-from topogrow.growth.training import train_epoch
 from topogrow.nn import ResidualMLP
 from topogrow.nn.cnn import ResidualCNN
+from topogrow.training.data import TensorBatches
+from topogrow.training.epochs import train_epoch
 
 
 @SECTIONS.register("td_vs_epoch", help="the TD at every location against one training epoch")

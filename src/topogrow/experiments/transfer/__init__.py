@@ -1,4 +1,4 @@
-"""``topogrow transfer``: the two transfer-learning benchmarks of :func:`topogrow.adapt`.
+"""``topogrow transfer``: the two transfer-learning benchmarks of :func:`~topogrow.transfer.adapt`.
 
 Each benchmark pretrains a network on a source task, then adapts a copy of it to a
 related target task from a few target samples with every strategy, and scores it on

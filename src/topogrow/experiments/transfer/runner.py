@@ -28,14 +28,15 @@ from topogrow.data.task import Task
 from topogrow.experiments.experiment import ModelConfig, build_model
 from topogrow.experiments.progress import RunProgress
 from topogrow.experiments.transfer.benchmarks import BENCHMARKS, TransferData
-from topogrow.growth.data import TensorBatches
 from topogrow.growth.strategies import transfer_strategies
-from topogrow.growth.training import optimizer_factory, rebuild_optimizer, train_epoch
-from topogrow.growth.transfer import adapt
+from topogrow.training.data import TensorBatches
+from topogrow.training.epochs import train_epoch
+from topogrow.training.optimizers import optimizer_factory, rebuild_optimizer
+from topogrow.transfer import adapt
 
 __all__ = ["STRATEGIES", "TransferConfig", "TransferRecord", "TransferResults", "pretrain", "run_transfer"]
 
-#: The strategies a transfer run compares: :func:`topogrow.adapt`'s, and ``target-only``.
+#: The strategies a transfer run compares: :func:`~topogrow.transfer.adapt`'s, and ``target-only``.
 STRATEGIES: tuple[str, ...] = (*transfer_strategies(), "target-only")
 
 

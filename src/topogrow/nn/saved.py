@@ -1,6 +1,6 @@
 """A grown model on disk: ``model.json`` (class, spec, dtype, preprocessing, the weights' checksum) and
 ``model.safetensors`` (the weights). :func:`save` writes them; a checkpoint holds the same two files;
-:func:`~topogrow.growth.checkpoint.load` reads either."""
+:func:`topogrow.load <topogrow.growth.load>` reads either (and a run's checkpoint directory)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from topogrow._io import write_atomic as _write_atomic
-from topogrow.growth.serialization import (
+from topogrow.nn.adapter import GrowableNetwork
+from topogrow.nn.growable import MODELS
+from topogrow.nn.serialization import (
     VERSION,
     CheckpointError,
     check_digest,
@@ -25,8 +27,6 @@ from topogrow.growth.serialization import (
     read_file,
     tensor_bytes,
 )
-from topogrow.nn.adapter import GrowableNetwork
-from topogrow.nn.growable import MODELS
 
 __all__ = ["MODEL_CLASSES", "check_rebuildable", "save"]
 
@@ -164,8 +164,8 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
     ``preprocessing`` and the JSON-able ``metadata``, e.g. versions, command line and config) and
     ``path/model.safetensors`` (weights), each written atomically. Returns ``path``.
 
-    Read it back with :func:`load`. The model must be of a class registered in
-    :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
+    Read it back with :func:`topogrow.load <topogrow.growth.load>`. The model must be of a class
+    registered in :data:`topogrow.nn.MODELS` (``ResidualMLP``, ``ResidualCNN``, ``ViT``, or one added
     with ``register_model``) whose layers its ``spec()`` describes; a network of your own modules
     (:func:`topogrow.nn.as_growable`) is saved as ``model.state_dict()`` instead.
     """

@@ -29,6 +29,8 @@ epoch restored. With a number of ``epochs``, a fixed budget at a constant learni
 each insertion the trainable parameters train for ``epochs // n_layers`` epochs with Adam; the
 remainder ``epochs % n_layers`` is added after the last insertion, so ``epochs`` is the total.
 Without insertions (``n_layers = 0``, ``"head-only"``, ``"full"``) all of it trains at once.
+
+An application of :mod:`topogrow.growth` (it imports the growth loop; the loop never imports it).
 """
 
 from __future__ import annotations
@@ -44,15 +46,15 @@ from topogrow._validation import check_bool, check_int, check_optional_int, unkn
 from topogrow.core.losses import Loss, resolve_loss
 from topogrow.growth.callbacks import Callback, EarlyStopping, FixedArchitecture, Freeze
 from topogrow.growth.config import GrowthConfig
-from topogrow.growth.data import DataSource, TensorBatches
 from topogrow.growth.grower import Grower
 from topogrow.growth.history import EpochRecord
 from topogrow.growth.line_search import DEFAULT_EPSILONS, LINE_SEARCHES, LineSearchResult
 from topogrow.growth.registries import STRATEGIES
 from topogrow.growth.schedules import StageEpochs
 from topogrow.growth.strategies import inserts_layers, transfer_strategies
-from topogrow.growth.training import evaluate_loss
 from topogrow.nn.lora import add_low_rank_adapters, rank_for_budget
+from topogrow.training.data import DataSource, TensorBatches
+from topogrow.training.epochs import evaluate_loss
 
 __all__ = ["AdaptResult", "adapt"]
 

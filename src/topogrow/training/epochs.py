@@ -1,4 +1,5 @@
-"""Plain training and evaluation over mini-batches, and the optimisers (one registry)."""
+"""Plain training and evaluation over mini-batches: one epoch of training (clipping, accumulation,
+mixed precision), the mean loss and the metrics over batches, and the device they run on."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ import torch
 
 from topogrow.core.batches import check_pair
 from topogrow.core.losses import Loss
-from topogrow.growth.registries import OPTIMIZERS, register_optimizer
 
-OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+__all__ = [
+    "AUTOCAST_DTYPES",
+    "Metric",
+    "Reduce",
+    "TrainingOptions",
+    "autocast_context",
+    "evaluate",
+    "evaluate_loss",
+    "is_stateful_metric",
+    "resolve_device",
+    "train_epoch",
+]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -33,7 +44,7 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: torch.dty
 
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
-"""Sums a float64 tensor over processes (:func:`topogrow.growth.distributed.all_reduce_sum`)."""
+"""Sums a float64 tensor over processes (:func:`topogrow.training.distributed.all_reduce_sum`)."""
 
 
 def _mean(total: float, count: int, reduce: Reduce | None) -> tuple[float, float]:
@@ -65,7 +76,7 @@ class TrainingOptions:
         return cls(config.grad_clip, config.accumulate_batches, dtype, scaler)
 
 
-#: The mixed-precision dtypes of ``GrowthConfig.autocast``.
+#: The mixed-precision dtypes by name (``GrowthConfig.autocast``, ``TrainingOptions.from_config``).
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -206,36 +217,3 @@ def evaluate(
         if is_stateful_metric(metric):
             values[name] = float(metric.compute())
     return float(sums[0] / sums[1]), {name: values[name] for name in metrics}
-
-
-register_optimizer("adam", torch.optim.Adam, help="Adam (torch.optim.Adam)")
-register_optimizer("adamw", torch.optim.AdamW, help="Adam with decoupled weight decay (torch.optim.AdamW)")
-register_optimizer("sgd", torch.optim.SGD, help="stochastic gradient descent (torch.optim.SGD)")
-
-
-def optimizer_factory(
-    optimizer: str | OptimizerFactory, lr: float = 1e-3, weight_decay: float = 0.0
-) -> OptimizerFactory:
-    """``params -> Optimizer``: the registered optimiser ``optimizer`` with ``lr`` and
-    ``weight_decay``, or ``optimizer`` itself when it is a callable."""
-    if callable(optimizer):
-        return optimizer
-    build = OPTIMIZERS[optimizer]
-    return lambda parameters: build(parameters, lr=lr, weight_decay=weight_decay)
-
-
-def rebuild_optimizer(
-    old: torch.optim.Optimizer | None, parameters: Iterable[torch.nn.Parameter], factory: OptimizerFactory
-) -> torch.optim.Optimizer:
-    """A new optimiser over ``parameters`` (from ``factory``) that keeps the state (e.g. Adam's
-    moments and step) of the parameters the old one already had; new parameters start fresh.
-    Needed after every insertion, since the parameter set changed."""
-    optimizer = factory(list(parameters))
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if old is not None:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p in old.state:
-                    optimizer.state[p] = old.state[p]
-    return optimizer

@@ -1,6 +1,5 @@
-"""Training and validation data for the growth loop: mini-batches of an ``(X, y)`` pair or a
-DataLoader, and the checks that the data fits the model and the loss (one line naming the
-data set when it does not)."""
+"""Training and validation data: mini-batches of an ``(X, y)`` pair or a DataLoader, and the
+checks that the data fits the model and the loss (one line naming the data set when it does not)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,17 @@ from torch.utils.data import DataLoader
 
 from topogrow._validation import one_line
 from topogrow.core.batches import check_pair
-from topogrow.nn.blocks import make_block
+
+__all__ = [
+    "DataSource",
+    "TensorBatches",
+    "TransformedBatches",
+    "check_compatible",
+    "check_data_kind",
+    "count_samples",
+    "first_samples",
+    "regroup",
+]
 
 
 class TensorBatches:
@@ -233,23 +242,3 @@ def check_compatible(model: torch.nn.Module, source: DataSource, name: str, loss
         if low < 0 or high >= prediction.shape[1]:
             raise ValueError(f"{name}: class labels must be in 0..{prediction.shape[1] - 1}, got {low}..{high}")
     return probe
-
-
-def check_block(model: torch.nn.Module, block_name: str, x: torch.Tensor) -> None:
-    """Fail before training if the registered block ``block_name`` does not fit the model's states."""
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        _, states = model.forward_states(x)
-        try:
-            block = make_block(block_name, model, 0).to(device=x.device, dtype=x.dtype)
-            out = block(states[0])
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(
-                f"block {block_name!r} does not fit {type(model).__name__}: on its states of shape "
-                f"{tuple(states[0].shape)} it fails ({one_line(error)})"
-            ) from None
-    if not isinstance(out, torch.Tensor) or out.shape != states[0].shape:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"block {block_name!r} does not fit {type(model).__name__}: it maps states of shape "
-            f"{tuple(states[0].shape)} to {shape}"
-        )

@@ -1,4 +1,4 @@
-"""Transfer learning by growth (topogrow.growth.transfer.adapt)."""
+"""Transfer learning by growth (topogrow.transfer.adapt)."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 from topogrow import ResidualCNN, ResidualMLP, ViT
 from topogrow.growth.config import GrowthConfig
 from topogrow.growth.strategies import transfer_strategies
-from topogrow.growth.transfer import adapt
 from topogrow.nn.lora import adaptable_modules, add_low_rank_adapters
+from topogrow.transfer import adapt
 
 torch.set_num_threads(1)
 
@@ -269,8 +269,8 @@ def test_lora_explicit_rank_and_errors():
 def test_restore_best_keeps_the_epoch_with_the_lowest_validation_loss(strategy):
     """Early stopping: the returned model's validation loss is the lowest of the last stage's epochs
     (and of its starting point), and the model is that epoch's."""
-    from topogrow.growth.data import TensorBatches
-    from topogrow.growth.training import evaluate_loss
+    from topogrow.training.data import TensorBatches
+    from topogrow.training.epochs import evaluate_loss
 
     model, (x, y), loss = _mlp_task()
     val = (x[:24] + 0.3 * torch.randn_like(x[:24]), y[:24])
