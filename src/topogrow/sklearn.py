@@ -39,7 +39,7 @@ Estimator checks
 ----------------
 Both estimators pass scikit-learn's own estimator checks
 (``sklearn.utils.estimator_checks.parametrize_with_checks``, legacy checks included; run
-in ``tests/app/test_sklearn.py`` with small budgets). Expected failures: **none**;
+in ``tests/test_sklearn.py`` with small budgets). Expected failures: **none**;
 :data:`EXPECTED_FAILED_CHECKS` is empty and is where any future one goes, with its
 reason. Checks that do not apply, and why:
 

@@ -167,7 +167,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
 
 
 def test_resume_from_a_missing_or_empty_directory_is_an_error(tmp_path, capsys):
-    # (was: a fresh start writing checkpoints into the mistyped folder; more in tests/app/test_output_folders.py)
+    # (was: a fresh start writing checkpoints into the mistyped folder; more in tests/cli/test_output_folders.py)
     argv = [*RUN, "--max-depth", "2", "--final-epochs", "1", "--out", str(tmp_path / "out")]
     assert main([*argv, "--resume", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Input validation: every fault in a config or in the data is refused before any work, in one
-line that says what and where (the CLI's side is in tests/app/test_cli_errors.py)."""
+line that says what and where (the CLI's side is in tests/cli/test_cli_errors.py)."""
 
 import json
 import math
